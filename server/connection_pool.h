@@ -1,0 +1,116 @@
+// ConnectionPool: K libvirt connections to one URI, shared by the workers.
+//
+// - Admission: libvirtd serves at most max_client_requests (default 5) calls
+//   at once per client connection and queues the rest behind them, starving
+//   its keepalive. A connection here carries at most
+//   `max_calls_per_connection` leases at a time (default 4); the pool scales
+//   by holding several connections.
+// - Liveness: a close callback (where the driver has one), keepalive (remote
+//   URIs) and virConnectIsAlive() after each lease mark a connection broken. A
+//   maintenance thread closes broken connections and reopens missing ones
+//   with exponential backoff and jitter. Acquire() never opens a connection
+//   itself, so while none is up it fails at once with UNAVAILABLE
+//   ("hypervisor unavailable: <uri>: <libvirt error>").
+//
+// Thread-safe. Acquire() blocks only while every live connection is at its
+// admission cap, and never past its deadline; call it from worker threads.
+#pragma once
+
+#include <libvirt/libvirt.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace virtgate {
+
+class ConnectionPool {
+ public:
+  struct Options {
+    std::string uri = "test:///default";
+    int size = 2;
+    bool read_only = true;
+    int max_calls_per_connection = 4;
+    // libvirt keepalive (remote URIs): ping every interval seconds, give up
+    // after count unanswered pings. interval <= 0 disables it.
+    int keepalive_interval_s = 5;
+    int keepalive_count = 5;
+    absl::Duration initial_backoff = absl::Milliseconds(200);
+    absl::Duration max_backoff = absl::Seconds(30);
+    // How often the maintenance thread checks liveness on its own (the close
+    // callback usually tells it sooner).
+    absl::Duration check_interval = absl::Seconds(1);
+    // Longest Acquire() waits for a free admission slot when the caller's
+    // deadline is later (or infinite); then RESOURCE_EXHAUSTED.
+    absl::Duration max_admission_wait = absl::Seconds(30);
+  };
+
+  struct Snapshot {
+    int connections_up = 0;
+    int connections_total = 0;
+    int in_flight = 0;
+    std::string last_error;
+    bool up() const { return connections_up > 0; }
+  };
+
+  class Core;
+
+  // A borrowed connection: holds one admission slot and one libvirt reference
+  // until destroyed. Movable, not copyable. Use it on one thread.
+  class Lease {
+   public:
+    Lease(Lease&& other) noexcept;
+    Lease& operator=(Lease&& other) noexcept;
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease();
+
+    virConnectPtr get() const { return conn_; }
+
+   private:
+    friend class ConnectionPool;
+    Lease(std::shared_ptr<Core> core, int slot, virConnectPtr conn);
+    void Release();
+
+    std::shared_ptr<Core> core_;
+    int slot_ = -1;
+    virConnectPtr conn_ = nullptr;
+  };
+
+  // Initialises libvirt's event loop, makes one attempt to open every
+  // connection (so a reachable libvirt is up when this returns), and starts
+  // the maintenance thread. Fails only for bad options; an unreachable
+  // libvirt is not an error here (the pool keeps trying).
+  static absl::StatusOr<std::unique_ptr<ConnectionPool>> Create(Options options);
+  ~ConnectionPool();  // Shutdown()
+
+  // A connection with a free admission slot, least loaded first.
+  // UNAVAILABLE at once while no connection is up; DEADLINE_EXCEEDED when
+  // `deadline` passes while all are at their cap; RESOURCE_EXHAUSTED after
+  // max_admission_wait.
+  absl::StatusOr<Lease> Acquire(absl::Time deadline);
+
+  // Called on the maintenance thread whenever the pool goes from no live
+  // connection to some (true) or back (false). Also called once, at once, with
+  // the current value. Keep it short.
+  void SetAvailabilityListener(std::function<void(bool up)> listener);
+
+  Snapshot GetSnapshot() const;
+  const Options& options() const { return options_; }
+
+  // Stops the maintenance thread and drops the pool's connections (leases
+  // still out keep theirs alive until released). Idempotent.
+  void Shutdown();
+
+ private:
+  explicit ConnectionPool(Options options);
+
+  const Options options_;
+  std::shared_ptr<Core> core_;
+};
+
+}  // namespace virtgate

@@ -1,0 +1,395 @@
+#include "server/domain_lister.h"
+
+#include <libvirt/virterror.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <tuple>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/domain_state.h"
+#include "server/libvirt_errors.h"
+#include "server/log.h"
+#include "server/page_token.h"
+
+namespace virtgate {
+
+absl::StatusOr<std::string> NormalizeUuid(absl::string_view text) {
+  std::string hex;
+  hex.reserve(32);
+  for (char c : text) {
+    if (c == '-') continue;
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) || hex.size() == 32) {
+      hex.clear();
+      break;
+    }
+    hex.push_back(absl::ascii_tolower(static_cast<unsigned char>(c)));
+  }
+  if (hex.size() != 32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed uuid \"", text, "\": want 32 hex digits, e.g. "
+        "6695eb01-f6a4-8304-79aa-97f2502e193f"));
+  }
+  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
+                      hex.substr(16, 4), "-", hex.substr(20));
+}
+
+namespace {
+
+std::string DomainUuid(virDomainPtr dom) {
+  char buf[VIR_UUID_STRING_BUFLEN] = {0};
+  if (virDomainGetUUIDString(dom, buf) < 0) return "";
+  return buf;
+}
+
+std::string DomainName(virDomainPtr dom) {
+  const char* name = virDomainGetName(dom);
+  return name ? name : "";
+}
+
+uint32_t DomainId(virDomainPtr dom) {
+  const unsigned int id = virDomainGetID(dom);
+  return id == static_cast<unsigned int>(-1) ? 0 : id;
+}
+
+// libvirt refuses to send more than REMOTE_DOMAIN_LIST_MAX (16,384) domains in
+// one reply; both ends report it as "too many ... domains".
+bool IsTooManyDomains(const absl::Status& status) {
+  return absl::StrContains(absl::AsciiStrToLower(status.message()), "too many");
+}
+
+// Flag pairs that partition the domains; each later pair is tried only when
+// the earlier ones are already set (or still give too many).
+constexpr std::pair<unsigned int, unsigned int> kSplits[] = {
+    {VIR_CONNECT_LIST_DOMAINS_ACTIVE, VIR_CONNECT_LIST_DOMAINS_INACTIVE},
+    {VIR_CONNECT_LIST_DOMAINS_PERSISTENT, VIR_CONNECT_LIST_DOMAINS_TRANSIENT},
+    {VIR_CONNECT_LIST_DOMAINS_AUTOSTART, VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART},
+    {VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT},
+    {VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE},
+};
+
+absl::Status ListInto(virConnectPtr conn, unsigned int flags,
+                      absl::flat_hash_map<std::string, DomainHandle>* out) {
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn, &doms, flags);
+  if (n >= 0) {
+    for (DomainHandle& d : AdoptDomainArray(doms, n)) {
+      std::string uuid = DomainUuid(d.get());
+      (*out)[std::move(uuid)] = std::move(d);  // a later call's view wins
+    }
+    return absl::OkStatus();
+  }
+  absl::Status status = LastLibvirtError("virConnectListAllDomains");
+  if (!IsTooManyDomains(status)) return status;
+  for (const auto& [a, b] : kSplits) {
+    if (flags & (a | b)) continue;
+    // a, b, then a again: a domain that moves from one side to the other once
+    // while we list is still seen by one of the calls.
+    for (unsigned int part : {a, b, a}) {
+      if (absl::Status s = ListInto(conn, flags | part, out); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "more domains match than libvirt can return in one call and no filter splits them "
+      "further (", status.message(), ")"));
+}
+
+unsigned int ListFlags(const v1::ListDomainsRequest& req) {
+  unsigned int flags = 0;
+  if (req.has_active()) {
+    flags |= req.active() ? VIR_CONNECT_LIST_DOMAINS_ACTIVE : VIR_CONNECT_LIST_DOMAINS_INACTIVE;
+  }
+  if (req.has_persistent()) {
+    flags |= req.persistent() ? VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+                              : VIR_CONNECT_LIST_DOMAINS_TRANSIENT;
+  }
+  if (req.has_autostart()) {
+    flags |= req.autostart() ? VIR_CONNECT_LIST_DOMAINS_AUTOSTART
+                             : VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART;
+  }
+  for (int s : req.states()) {
+    switch (s) {
+      case v1::DOMAIN_STATE_RUNNING: flags |= VIR_CONNECT_LIST_DOMAINS_RUNNING; break;
+      case v1::DOMAIN_STATE_PAUSED: flags |= VIR_CONNECT_LIST_DOMAINS_PAUSED; break;
+      case v1::DOMAIN_STATE_SHUTOFF: flags |= VIR_CONNECT_LIST_DOMAINS_SHUTOFF; break;
+      default: flags |= VIR_CONNECT_LIST_DOMAINS_OTHER; break;
+    }
+  }
+  return flags;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DomainHandle>> ListAllDomains(virConnectPtr conn, unsigned int flags) {
+  absl::flat_hash_map<std::string, DomainHandle> by_uuid;
+  if (absl::Status s = ListInto(conn, flags, &by_uuid); !s.ok()) return s;
+  std::vector<DomainHandle> out;
+  out.reserve(by_uuid.size());
+  for (auto& [uuid, dom] : by_uuid) out.push_back(std::move(dom));
+  return out;
+}
+
+// What one bulk stats record says; `has_*` where the driver reported it.
+struct DomainLister::Stats {
+  std::string uuid;
+  int state = VIR_DOMAIN_NOSTATE;
+  int reason = 0;
+  bool has_state = false;
+  std::optional<uint64_t> cpu_time_ns;
+  std::optional<uint64_t> balloon_current_kib;
+  std::optional<uint64_t> balloon_maximum_kib;
+  std::optional<uint32_t> vcpu_current;
+};
+
+namespace {
+
+void ParseRecord(const virDomainStatsRecord& rec, std::string* uuid, int* state, int* reason,
+                 bool* has_state, std::optional<uint64_t>* cpu, std::optional<uint64_t>* cur,
+                 std::optional<uint64_t>* max, std::optional<uint32_t>* vcpus) {
+  *uuid = DomainUuid(rec.dom);
+  for (int i = 0; i < rec.nparams; ++i) {
+    const virTypedParameter& p = rec.params[i];
+    if (std::strcmp(p.field, "state.state") == 0 && p.type == VIR_TYPED_PARAM_INT) {
+      *state = p.value.i;
+      *has_state = true;
+    } else if (std::strcmp(p.field, "state.reason") == 0 && p.type == VIR_TYPED_PARAM_INT) {
+      *reason = p.value.i;
+    } else if (std::strcmp(p.field, "cpu.time") == 0 && p.type == VIR_TYPED_PARAM_ULLONG) {
+      *cpu = p.value.ul;
+    } else if (std::strcmp(p.field, "balloon.current") == 0 && p.type == VIR_TYPED_PARAM_ULLONG) {
+      *cur = p.value.ul;
+    } else if (std::strcmp(p.field, "balloon.maximum") == 0 && p.type == VIR_TYPED_PARAM_ULLONG) {
+      *max = p.value.ul;
+    } else if (std::strcmp(p.field, "vcpu.current") == 0 && p.type == VIR_TYPED_PARAM_UINT) {
+      *vcpus = p.value.ui;
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
+    const std::vector<virDomainPtr>& doms) {
+  std::vector<Stats> out;
+  if (doms.empty()) return out;
+  std::vector<virDomainPtr> list = doms;
+  list.push_back(nullptr);  // virDomainListGetStats wants a NULL-terminated array
+  constexpr unsigned int kGroups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
+                                   VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU;
+  virDomainStatsRecordPtr* records = nullptr;
+  int n = -1;
+  if (nowait_supported_.load(std::memory_order_relaxed)) {
+    n = virDomainListGetStats(list.data(), kGroups, &records,
+                              VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
+    if (n < 0) {
+      absl::Status s = LastLibvirtError("virDomainListGetStats");
+      if (s.code() != absl::StatusCode::kInvalidArgument) return s;
+      LogInfo("driver rejects NOWAIT bulk stats; listing without it (", s.message(), ")");
+      nowait_supported_.store(false);
+    }
+  }
+  if (n < 0) {
+    n = virDomainListGetStats(list.data(), kGroups, &records, 0);
+    if (n < 0) return LastLibvirtError("virDomainListGetStats");
+  }
+  DomainStatsList owned(records);
+  out.resize(n);
+  for (int i = 0; i < n; ++i) {
+    Stats& s = out[i];
+    ParseRecord(*records[i], &s.uuid, &s.state, &s.reason, &s.has_state, &s.cpu_time_ns,
+                &s.balloon_current_kib, &s.balloon_maximum_kib, &s.vcpu_current);
+  }
+  return out;
+}
+
+std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::string& uuid,
+                                                 const Stats* stats, bool refresh_facts) {
+  v1::Domain d;
+  d.set_uuid(uuid);
+  d.set_name(DomainName(dom));
+  d.set_id(DomainId(dom));
+
+  std::optional<DomainFacts> facts;
+  if (!refresh_facts) facts = cache_->Lookup(uuid, d.name(), d.id());
+  if (!facts) {
+    absl::StatusOr<DomainFacts> fetched = cache_->Fetch(dom, uuid);
+    if (fetched.ok()) {
+      facts = *fetched;
+    } else if (fetched.status().code() == absl::StatusCode::kNotFound) {
+      return std::nullopt;  // undefined since it was listed
+    } else {
+      // Cannot read it now: report the last known facts, marked stale,
+      // rather than leave it out (a missing domain looks deleted).
+      LogDebug("domain ", d.name(), " reported stale: ", fetched.status().message());
+      facts = cache_->LastKnown(uuid);
+      d.set_stale(true);
+    }
+  }
+  int state = VIR_DOMAIN_NOSTATE;
+  int reason = 0;
+  if (stats != nullptr && stats->has_state) {
+    state = stats->state;
+    reason = stats->reason;
+  } else {
+    d.set_stale(true);
+    if (facts) state = facts->state;
+  }
+  d.set_state(ToProtoState(state));
+  d.set_state_reason(StateReasonName(state, reason));
+  d.set_state_reason_code(reason);
+  if (facts) {
+    d.set_persistent(facts->persistent);
+    d.set_autostart(facts->autostart);
+    d.set_vcpus(facts->vcpus);
+    d.set_memory_kib(facts->memory_kib);
+    d.set_max_memory_kib(facts->max_memory_kib);
+  }
+  if (stats != nullptr) {
+    // Live values from bulk stats win over cached ones where the driver has them.
+    if (stats->vcpu_current) d.set_vcpus(*stats->vcpu_current);
+    if (stats->balloon_current_kib) d.set_memory_kib(*stats->balloon_current_kib);
+    if (stats->balloon_maximum_kib) d.set_max_memory_kib(*stats->balloon_maximum_kib);
+    if (stats->cpu_time_ns) d.set_cpu_time_ns(*stats->cpu_time_ns);
+  }
+  return d;
+}
+
+absl::Status DomainLister::ValidateListRequest(const v1::ListDomainsRequest& request) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must not be negative, got ", request.page_size()));
+  }
+  for (int s : request.states()) {
+    if (s == v1::DOMAIN_STATE_UNSPECIFIED || !v1::DomainState_IsValid(s)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("states: ", s, " is not a domain state (use DOMAIN_STATE_RUNNING, ...)"));
+    }
+  }
+  if (!request.page_token().empty()) {
+    absl::StatusOr<PageCursor> cursor = DecodePageToken(request.page_token());
+    if (!cursor.ok()) return cursor.status();
+    if (cursor->filter_fingerprint != FilterFingerprint(request)) {
+      return absl::InvalidArgumentError(
+          "page_token was issued for different filters; repeat the filters of the first "
+          "request, or start over with an empty page_token");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DomainLister::ValidateGetRequest(const v1::GetDomainRequest& request) {
+  if (request.uuid().empty() == request.name().empty()) {
+    return absl::InvalidArgumentError("set exactly one of uuid and name");
+  }
+  if (!request.uuid().empty()) return NormalizeUuid(request.uuid()).status();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
+                                                           const v1::ListDomainsRequest& request) {
+  if (absl::Status s = ValidateListRequest(request); !s.ok()) return s;
+  std::optional<PageCursor> cursor;
+  if (!request.page_token().empty()) cursor = *DecodePageToken(request.page_token());
+  int page_size = request.page_size() == 0 ? options_.default_page_size : request.page_size();
+  page_size = std::min(page_size, options_.max_page_size);
+
+  absl::StatusOr<std::vector<DomainHandle>> listed = ListAllDomains(conn, ListFlags(request));
+  if (!listed.ok()) return listed.status();
+
+  struct Entry {
+    std::string name;
+    std::string uuid;
+    virDomainPtr dom;
+  };
+  std::vector<Entry> entries;
+  entries.reserve(listed->size());
+  for (const DomainHandle& d : *listed) {
+    entries.push_back({DomainName(d.get()), DomainUuid(d.get()), d.get()});
+  }
+  const bool unfiltered = ListFlags(request) == 0;
+  if (unfiltered && !cursor) {
+    std::vector<std::string> uuids;
+    uuids.reserve(entries.size());
+    for (const Entry& e : entries) uuids.push_back(e.uuid);
+    cache_->Retain(uuids);  // forget domains that no longer exist
+  }
+  auto key = [](const Entry& e) { return std::tie(e.name, e.uuid); };
+  std::sort(entries.begin(), entries.end(),
+            [&](const Entry& a, const Entry& b) { return key(a) < key(b); });
+  size_t next = 0;
+  if (cursor) {
+    const auto after = std::make_tuple(cursor->last_name, cursor->last_uuid);
+    next = std::upper_bound(entries.begin(), entries.end(), after,
+                            [&](const auto& k, const Entry& e) {
+                              return k < std::make_tuple(e.name, e.uuid);
+                            }) -
+           entries.begin();
+  }
+
+  const absl::flat_hash_set<int> wanted_states(request.states().begin(), request.states().end());
+  v1::ListDomainsResponse response;
+  // Usually one pass; more only when the state filter (which libvirt's flags
+  // express coarsely) drops domains from a chunk.
+  while (response.domains_size() < page_size && next < entries.size()) {
+    const size_t want = page_size - response.domains_size();
+    const size_t end = std::min(entries.size(), next + want);
+    std::vector<virDomainPtr> chunk;
+    for (size_t i = next; i < end; ++i) chunk.push_back(entries[i].dom);
+    absl::StatusOr<std::vector<Stats>> stats = BulkStats(chunk);
+    if (!stats.ok()) return stats.status();
+    absl::flat_hash_map<std::string, const Stats*> by_uuid;
+    for (const Stats& s : *stats) by_uuid[s.uuid] = &s;
+    for (size_t i = next; i < end; ++i) {
+      auto it = by_uuid.find(entries[i].uuid);
+      if (it == by_uuid.end()) continue;  // undefined between the two calls
+      std::optional<v1::Domain> d =
+          Describe(entries[i].dom, entries[i].uuid, it->second, /*refresh_facts=*/false);
+      if (!d) continue;
+      if (!wanted_states.empty() && !wanted_states.contains(d->state())) continue;
+      *response.add_domains() = std::move(*d);
+    }
+    next = end;
+  }
+  if (next < entries.size() && response.domains_size() > 0) {
+    const v1::Domain& last = response.domains(response.domains_size() - 1);
+    response.set_next_page_token(
+        EncodePageToken({last.name(), last.uuid(), FilterFingerprint(request)}));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
+                                             const v1::GetDomainRequest& request) {
+  if (absl::Status s = ValidateGetRequest(request); !s.ok()) return s;
+  DomainHandle dom;
+  if (!request.uuid().empty()) {
+    const std::string uuid = *NormalizeUuid(request.uuid());
+    dom.reset(virDomainLookupByUUIDString(conn, uuid.c_str()));
+    if (!dom) return LastLibvirtError(absl::StrCat("domain uuid ", uuid));
+  } else {
+    dom.reset(virDomainLookupByName(conn, request.name().c_str()));
+    if (!dom) return LastLibvirtError(absl::StrCat("domain \"", request.name(), "\""));
+  }
+  const std::string uuid = DomainUuid(dom.get());
+  absl::StatusOr<std::vector<Stats>> stats = BulkStats({dom.get()});
+  if (!stats.ok()) return stats.status();
+  const Stats* mine = nullptr;
+  for (const Stats& s : *stats) {
+    if (s.uuid == uuid) mine = &s;
+  }
+  // One domain: read its facts fresh (and refresh the cache with them).
+  std::optional<v1::Domain> d = Describe(dom.get(), uuid, mine, /*refresh_facts=*/true);
+  if (!d || mine == nullptr) {
+    return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined while being read"));
+  }
+  return *d;
+}
+
+}  // namespace virtgate

@@ -1,0 +1,66 @@
+// DomainLister: ListDomains and GetDomain against one libvirt connection.
+//
+// Cost per ListDomains page: one virConnectListAllDomains (more only past
+// libvirt's 16,384-domains-per-call limit, see ListAllDomains) and one bulk
+// virDomainListGetStats for the page's domains, with NOWAIT where the driver
+// takes it, so a domain holding its job lock does not stall the listing.
+// Facts bulk stats lack come from DomainFactsCache, filled once per domain.
+//
+// Thread-safe: many workers call it at once, each with its own connection.
+// Every method blocks on libvirt: call from worker threads only.
+#pragma once
+
+#include <libvirt/libvirt.h>
+
+#include <atomic>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/domain_facts_cache.h"
+#include "server/libvirt_handles.h"
+#include "virtgate/v1/hypervisor.pb.h"
+
+namespace virtgate {
+
+// "6695EB01F6A4830479AA97F2502E193F" or any case/dash variant ->
+// "6695eb01-f6a4-8304-79aa-97f2502e193f"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<std::string> NormalizeUuid(absl::string_view text);
+
+// virConnectListAllDomains, split into several calls by flag groups when
+// libvirt refuses to return that many domains in one RPC (16,384). A domain
+// appears once, even if it changed between the split calls.
+absl::StatusOr<std::vector<DomainHandle>> ListAllDomains(virConnectPtr conn, unsigned int flags);
+
+class DomainLister {
+ public:
+  struct Options {
+    int default_page_size = 500;
+    int max_page_size = 5000;
+  };
+
+  DomainLister(Options options, DomainFactsCache* cache) : options_(options), cache_(cache) {}
+
+  absl::StatusOr<v1::ListDomainsResponse> List(virConnectPtr conn,
+                                               const v1::ListDomainsRequest& request);
+  absl::StatusOr<v1::Domain> Get(virConnectPtr conn, const v1::GetDomainRequest& request);
+
+  // Validation that needs no libvirt (so bad requests fail before queueing).
+  static absl::Status ValidateListRequest(const v1::ListDomainsRequest& request);
+  static absl::Status ValidateGetRequest(const v1::GetDomainRequest& request);
+
+ private:
+  struct Stats;
+  // Bulk stats for `doms` keyed by UUID; NOWAIT when the driver accepts it.
+  absl::StatusOr<std::vector<Stats>> BulkStats(const std::vector<virDomainPtr>& doms);
+  // Builds the Domain for one listed domain; nullopt if it vanished meanwhile.
+  std::optional<v1::Domain> Describe(virDomainPtr dom, const std::string& uuid,
+                                     const Stats* stats, bool refresh_facts);
+
+  const Options options_;
+  DomainFactsCache* const cache_;
+  std::atomic<bool> nowait_supported_{true};
+};
+
+}  // namespace virtgate

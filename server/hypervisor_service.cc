@@ -1,0 +1,101 @@
+#include "server/hypervisor_service.h"
+
+#include "server/host_info_reader.h"
+#include "server/unary_call.h"
+
+namespace virtgate {
+namespace {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* HypervisorService::ListDomains(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListDomainsRequest* request,
+                                                         v1::ListDomainsResponse* response) {
+  if (absl::Status s = DomainLister::ValidateListRequest(*request); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  return UnaryCall<v1::ListDomainsResponse>::Start(
+      ctx, response, workers_,
+      [this, req = *request](absl::Time deadline) -> absl::StatusOr<v1::ListDomainsResponse> {
+        absl::StatusOr<ConnectionPool::Lease> lease = connections_->Acquire(deadline);
+        if (!lease.ok()) return lease.status();
+        return lister_->List(lease->get(), req);
+      });
+}
+
+grpc::ServerUnaryReactor* HypervisorService::GetDomain(grpc::CallbackServerContext* ctx,
+                                                       const v1::GetDomainRequest* request,
+                                                       v1::Domain* response) {
+  if (absl::Status s = DomainLister::ValidateGetRequest(*request); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  return UnaryCall<v1::Domain>::Start(
+      ctx, response, workers_, [this, req = *request](absl::Time deadline) -> absl::StatusOr<v1::Domain> {
+        absl::StatusOr<ConnectionPool::Lease> lease = connections_->Acquire(deadline);
+        if (!lease.ok()) return lease.status();
+        return lister_->Get(lease->get(), req);
+      });
+}
+
+v1::ConnectionInfo HypervisorService::ConnectionState() const {
+  const ConnectionPool::Snapshot snap = connections_->GetSnapshot();
+  v1::ConnectionInfo info;
+  info.set_up(snap.up());
+  info.set_connections_up(snap.connections_up);
+  info.set_connections_total(snap.connections_total);
+  info.set_last_error(snap.last_error);
+  info.set_read_only(connections_->options().read_only);
+  return info;
+}
+
+grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerContext* ctx,
+                                                         const v1::GetHostInfoRequest*,
+                                                         v1::HostInfo* response) {
+  // Unreachable libvirt is not an error here: the answer says so, at once,
+  // without queueing behind libvirt work.
+  if (!connections_->GetSnapshot().up()) {
+    response->set_uri(connections_->options().uri);
+    *response->mutable_connection() = ConnectionState();
+    response->set_server_version(VIRTGATE_VERSION);
+    return FinishNow(ctx, absl::OkStatus());
+  }
+  return UnaryCall<v1::HostInfo>::Start(
+      ctx, response, workers_, [this](absl::Time deadline) -> absl::StatusOr<v1::HostInfo> {
+        v1::HostInfo info;
+        absl::StatusOr<ConnectionPool::Lease> lease = connections_->Acquire(deadline);
+        if (lease.ok()) {
+          absl::StatusOr<v1::HostInfo> read = ReadHostInfo(lease->get());
+          if (!read.ok() && read.status().code() != absl::StatusCode::kUnavailable) {
+            return read.status();
+          }
+          if (read.ok()) info = *std::move(read);
+        } else if (lease.status().code() != absl::StatusCode::kUnavailable) {
+          return lease.status();
+        }
+        info.set_uri(connections_->options().uri);
+        *info.mutable_connection() = ConnectionState();
+        info.set_server_version(VIRTGATE_VERSION);
+        return info;
+      });
+}
+
+grpc::ServerWriteReactor<v1::WatchLifecycleResponse>* HypervisorService::WatchLifecycle(
+    grpc::CallbackServerContext*, const v1::WatchLifecycleRequest*) {
+  class Unimplemented final : public grpc::ServerWriteReactor<v1::WatchLifecycleResponse> {
+   public:
+    Unimplemented() {
+      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                          "WatchLifecycle is not implemented in this virtgated version"));
+    }
+    void OnDone() override { delete this; }
+  };
+  return new Unimplemented;
+}
+
+}  // namespace virtgate

@@ -1,0 +1,107 @@
+// virtgated: turns flags into Server::Options, runs the server, and shuts it
+// down gracefully on SIGTERM/SIGINT (exit 0).
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/log.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
+          "libvirt URI to serve, e.g. qemu:///system, test:///default, "
+          "qemu+unix:///system?socket=/run/libvirt/libvirt-sock-ro");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
+          "A non-loopback address needs --tls_cert/--tls_key or --insecure");
+ABSL_FLAG(int, pool_size, 2, "libvirt connections to hold open (1-64)");
+ABSL_FLAG(int, max_calls_per_connection, 4,
+          "concurrent libvirt calls admitted per connection; keep it below libvirtd's "
+          "max_client_requests (default 5) so keepalive is never starved");
+ABSL_FLAG(int, workers, 16, "worker threads making libvirt calls (1-1024)");
+ABSL_FLAG(int, max_queued_calls, 1024,
+          "calls that may wait for a worker; beyond that calls fail at once with "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, read_only, true,
+          "open libvirt connections read-only (VIR_CONNECT_RO); --read_only=false for "
+          "read-write");
+ABSL_FLAG(int, keepalive_interval, 5,
+          "seconds between libvirt keepalive pings on remote URIs (0 disables)");
+ABSL_FLAG(int, keepalive_count, 5,
+          "unanswered keepalive pings before a connection is declared dead");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "on SIGTERM/SIGINT, how long in-flight calls may take to finish");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)");
+ABSL_FLAG(bool, insecure, false,
+          "allow plaintext gRPC on a non-loopback --listen address");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "virtgate server: gRPC access to one hypervisor through libvirt.\n"
+      "  virtgated --libvirt_uri=test:///default\n"
+      "  virtgated --libvirt_uri=qemu:///system --listen=unix:/run/virtgate/virtgate.sock");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::StrContains(path, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  absl::ParseCommandLine(argc, argv);
+
+  virtgate::LogLevel level;
+  if (!virtgate::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::fprintf(stderr, "virtgated: --log_level must be debug, info, warning or error\n");
+    return 2;
+  }
+  virtgate::SetMinLogLevel(level);
+
+  // Block the shutdown signals in every thread (they inherit this mask), and
+  // take them synchronously in main with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A client vanishing mid-write must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+
+  virtgate::Server::Options options;
+  options.libvirt_uri = absl::GetFlag(FLAGS_libvirt_uri);
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.pool_size = absl::GetFlag(FLAGS_pool_size);
+  options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
+  options.workers = absl::GetFlag(FLAGS_workers);
+  options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
+  options.read_only = absl::GetFlag(FLAGS_read_only);
+  options.keepalive_interval_s = absl::GetFlag(FLAGS_keepalive_interval);
+  options.keepalive_count = absl::GetFlag(FLAGS_keepalive_count);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
+
+  absl::StatusOr<std::unique_ptr<virtgate::Server>> server =
+      virtgate::Server::BuildAndStart(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "virtgated: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
+  virtgate::LogInfo("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; shutting down (grace ",
+                    absl::FormatDuration(grace), ")");
+  (*server)->Shutdown(grace);
+  return 0;
+}

@@ -1,0 +1,162 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "server/log.h"
+
+namespace virtgate {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", what, " ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const Server::Options& o) {
+  const bool tls = !o.tls_cert_file.empty() || !o.tls_key_file.empty();
+  if (!tls) {
+    if (!o.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    if (!IsLoopbackOrUnix(o.listen) && !o.insecure) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "refusing to serve plaintext on non-loopback address ", o.listen,
+          ": give --tls_cert and --tls_key, or --insecure to accept the risk"));
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("TLS needs both --tls_cert and --tls_key");
+  }
+  absl::StatusOr<std::string> cert = ReadFile(o.tls_cert_file, "--tls_cert");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFile(o.tls_key_file, "--tls_key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!o.tls_client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(o.tls_client_ca_file, "--tls_client_ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+bool IsLoopbackOrUnix(const std::string& listen) {
+  if (absl::StartsWith(listen, "unix:")) return true;
+  absl::string_view host = listen;
+  if (absl::StartsWith(host, "[")) {
+    return absl::StartsWith(host, "[::1]");
+  }
+  host = host.substr(0, host.rfind(':'));
+  return host == "localhost" || absl::StartsWith(host, "127.");
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
+  if (options.workers < 1 || options.workers > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workers must be between 1 and 1024, got ", options.workers));
+  }
+  if (options.max_queued_calls < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_queued_calls must not be negative, got ", options.max_queued_calls));
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options);
+  if (!creds.ok()) return creds.status();
+
+  std::unique_ptr<Server> server(new Server());
+  server->options_ = options;
+
+  ConnectionPool::Options pool_options;
+  pool_options.uri = options.libvirt_uri;
+  pool_options.size = options.pool_size;
+  pool_options.read_only = options.read_only;
+  pool_options.max_calls_per_connection = options.max_calls_per_connection;
+  pool_options.keepalive_interval_s = options.keepalive_interval_s;
+  pool_options.keepalive_count = options.keepalive_count;
+  absl::StatusOr<std::unique_ptr<ConnectionPool>> pool = ConnectionPool::Create(pool_options);
+  if (!pool.ok()) return pool.status();
+  server->connections_ = *std::move(pool);
+
+  server->workers_ = std::make_unique<WorkerPool>(
+      WorkerPool::Options{options.workers, options.max_queued_calls});
+  server->facts_ = std::make_unique<DomainFactsCache>();
+  server->lister_ = std::make_unique<DomainLister>(DomainLister::Options{}, server->facts_.get());
+  server->service_ = std::make_unique<HypervisorService>(
+      server->workers_.get(), server->connections_.get(), server->lister_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int selected_port = 0;
+  builder.AddListeningPort(options.listen, *creds, &selected_port);
+  builder.RegisterService(server->service_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (!server->grpc_server_ || selected_port == 0) {
+    server->connections_->Shutdown();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen,
+                     " (address in use, bad address, or no permission)"));
+  }
+  server->port_ = selected_port;
+  if (absl::StartsWith(options.listen, "unix:")) {
+    server->address_ = options.listen;
+  } else {
+    const std::string host = options.listen.substr(0, options.listen.rfind(':'));
+    server->address_ = absl::StrCat(host, ":", selected_port);
+  }
+
+  // Health follows libvirt: SERVING while a connection is up.
+  grpc::HealthCheckServiceInterface* health = server->grpc_server_->GetHealthCheckService();
+  server->connections_->SetAvailabilityListener([health](bool up) {
+    health->SetServingStatus(up);
+    health->SetServingStatus(v1::Hypervisor::service_full_name(), up);
+  });
+  LogInfo("serving virtgate.v1.Hypervisor on ", server->address_, " for ", options.libvirt_uri,
+          options.read_only ? " (read-only)" : " (read-write)", "; ", options.pool_size,
+          " connections, ", options.workers, " workers");
+  return server;
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&shutdown_mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  const absl::Time deadline = absl::Now() + grace;
+  // NOT_SERVING first, and for good: load balancers drain us while we finish.
+  connections_->SetAvailabilityListener(nullptr);
+  grpc_server_->GetHealthCheckService()->Shutdown();
+  grpc_server_->Shutdown(absl::ToChronoTime(deadline));
+  const int abandoned = workers_->Shutdown(deadline);
+  if (abandoned > 0) {
+    LogWarning("shutdown: abandoned ", abandoned,
+               " worker(s) still inside libvirt calls after the grace period");
+  }
+  connections_->Shutdown();
+  LogInfo("shut down");
+}
+
+void Server::Wait() { grpc_server_->Wait(); }
+
+Server::~Server() {
+  if (grpc_server_) Shutdown(absl::ZeroDuration());
+}
+
+}  // namespace virtgate

@@ -1,0 +1,64 @@
+// WorkerPool: the bounded set of threads that make every blocking libvirt
+// call, so that gRPC's reactor threads never block.
+//
+// Bounded twice: `threads` workers, and at most `max_queued` tasks waiting for
+// one. Submit() on a full queue fails at once with RESOURCE_EXHAUSTED; the
+// caller answers its RPC with that status rather than waiting.
+//
+// Thread-safe. Submit() may be called from any thread, including workers.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace virtgate {
+
+class WorkerPool {
+ public:
+  struct Options {
+    int threads = 16;
+    int max_queued = 1024;
+  };
+
+  // Called exactly once: on a worker with cancelled == false, or with
+  // cancelled == true (on the thread calling Shutdown) when the pool shuts
+  // down before the task started. Either way the task must finish its RPC.
+  using Task = std::function<void(bool cancelled)>;
+
+  struct Stats {
+    int threads = 0;
+    int busy = 0;     // workers running a task
+    int queued = 0;   // tasks waiting for a worker
+    uint64_t rejected = 0;  // Submit calls refused because the queue was full
+  };
+
+  explicit WorkerPool(Options options);
+  ~WorkerPool();  // Shutdown(absl::InfiniteFuture()) if not done yet
+
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // RESOURCE_EXHAUSTED when max_queued tasks are waiting, UNAVAILABLE after
+  // Shutdown; OK means the task will be called exactly once.
+  absl::Status Submit(Task task);
+
+  // Stops accepting tasks, cancels the queued ones, and waits until `deadline`
+  // for running tasks. Workers still busy then (stuck in libvirt, say) are
+  // abandoned: detached, they exit when their call returns. Returns how many
+  // were abandoned. Idempotent.
+  int Shutdown(absl::Time deadline);
+
+  Stats GetStats() const;
+
+ private:
+  struct State;
+  static void WorkerMain(const std::shared_ptr<State>& state);
+
+  std::shared_ptr<State> state_;  // shared with the worker threads
+};
+
+}  // namespace virtgate
