@@ -1,0 +1,302 @@
+#include "virtgate/client.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace virtgate {
+namespace {
+
+// Marks statuses built by Client for transport failures (see
+// IsConnectionError). The payload's content is irrelevant, only its presence.
+constexpr absl::string_view kConnectionErrorPayload = "virtgate.client/connection-error";
+
+// A listing page may hold up to the server's page cap (5000) domains; keep
+// well clear of gRPC's 4 MiB default so long names never break a listing.
+constexpr int kMaxReceiveMessageBytes = 64 << 20;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(errno)));
+  }
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
+    const ClientOptions& options) {
+  if (options.tls_ca_file.empty() && options.tls_cert_file.empty() &&
+      options.tls_key_file.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS client certificate needs both a certificate file and a key file");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(options.tls_ca_file, "TLS CA file");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file, "TLS certificate file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(options.tls_key_file, "TLS key file");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// gRPC's transport messages are long and name the resolved address
+// ("failed to connect to all addresses; last error: UNKNOWN: ipv4:...:
+// Failed to connect to remote host: Connection refused"); users need the
+// reason only. Known causes get a short fixed text, others keep gRPC's
+// last error without its code and address prefix.
+std::string ShortReason(absl::string_view message) {
+  struct Known {
+    absl::string_view needle;
+    absl::string_view reason;
+  };
+  static constexpr Known kKnown[] = {
+      {"Connection refused", "connection refused"},
+      {"No such file or directory", "no such file or directory"},
+      {"Permission denied", "permission denied"},
+      {"Network is unreachable", "network is unreachable"},
+      {"No route to host", "no route to host"},
+      {"Connection reset", "connection reset"},
+      {"Broken pipe", "connection reset"},
+      {"Socket closed", "connection closed"},
+      {"GOAWAY", "connection closed by the server"},
+      {"Handshake failed", "TLS handshake failed"},
+      {"handshake", "TLS handshake failed"},
+      {"DNS resolution failed", "cannot resolve the host name"},
+      {"Timeout occurred", "connection timed out"},
+      {"timed out", "connection timed out"},
+  };
+  for (const Known& known : kKnown) {
+    if (absl::StrContains(message, known.needle)) return std::string(known.reason);
+  }
+  absl::string_view reason = message;
+  const size_t last_error = reason.rfind("last error: ");
+  if (last_error != absl::string_view::npos) {
+    reason.remove_prefix(last_error + std::strlen("last error: "));
+    absl::ConsumePrefix(&reason, "UNKNOWN: ");
+    // What is left is "<address>: <reason>"; the address is in our message.
+    const size_t colon = reason.rfind(": ");
+    if (colon != absl::string_view::npos) reason.remove_prefix(colon + 2);
+  }
+  std::string out(reason);
+  if (!out.empty()) out[0] = absl::ascii_tolower(out[0]);
+  return out;
+}
+
+// Whether an UNAVAILABLE status came from gRPC's own transport rather than
+// from the server. virtgated itself sends UNAVAILABLE when libvirt is down,
+// with libvirt's text (which may well say "Connection refused"), so match
+// only on gRPC's own phrasing, at the start of the message.
+enum class Transport { kNone, kUnreachable, kLost };
+Transport ClassifyUnavailable(absl::string_view message) {
+  static constexpr absl::string_view kUnreachable[] = {
+      "failed to connect to all addresses",
+      "DNS resolution failed",
+      "empty address list",
+      "connections to all backends failing",
+  };
+  static constexpr absl::string_view kLost[] = {
+      "Socket closed", "Connection reset", "Broken pipe", "GOAWAY",
+      "keepalive watchdog timeout", "Endpoint read failed", "Transport closed",
+  };
+  for (absl::string_view prefix : kUnreachable) {
+    if (absl::StartsWith(message, prefix)) return Transport::kUnreachable;
+  }
+  for (absl::string_view prefix : kLost) {
+    if (absl::StartsWith(message, prefix)) return Transport::kLost;
+  }
+  return Transport::kNone;
+}
+
+absl::Status ConnectionError(absl::StatusCode code, std::string message) {
+  absl::Status status(code, message);
+  status.SetPayload(kConnectionErrorPayload, absl::Cord("1"));
+  return status;
+}
+
+bool IsHexDigits(absl::string_view text) {
+  for (char c : text) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsConnectionError(const absl::Status& status) {
+  return !status.ok() && status.GetPayload(kConnectionErrorPayload).has_value();
+}
+
+bool IsUuid(absl::string_view text) {
+  if (text.size() == 32) return IsHexDigits(text);
+  if (text.size() != 36) return false;
+  for (size_t dash : {8, 13, 18, 23}) {
+    if (text[dash] != '-') return false;
+  }
+  return IsHexDigits(text.substr(0, 8)) && IsHexDigits(text.substr(9, 4)) &&
+         IsHexDigits(text.substr(14, 4)) && IsHexDigits(text.substr(19, 4)) &&
+         IsHexDigits(text.substr(24, 12));
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
+                                                        ClientOptions options) {
+  if (target.empty()) return absl::InvalidArgumentError("empty server address");
+  if (target == "unix:" || target == "unix://") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server address ", target, " has no socket path"));
+  }
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "timeout must be positive, got ", absl::FormatDuration(options.timeout)));
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = Credentials(options);
+  if (!credentials.ok()) return credentials.status();
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(target, *credentials, args);
+  if (channel == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to ", target));
+  }
+  return std::unique_ptr<Client>(new Client(target, std::move(options), std::move(channel)));
+}
+
+Client::Client(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel)
+    : target_(std::move(target)),
+      options_(std::move(options)),
+      channel_(std::move(channel)),
+      hypervisor_(v1::Hypervisor::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+void Client::PrepareContext(grpc::ClientContext* context) const {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+}
+
+absl::Status Client::FromGrpc(const grpc::Status& status) const {
+  // grpc::StatusCode and absl::StatusCode share the canonical numbering.
+  const auto code = static_cast<absl::StatusCode>(status.error_code());
+  const std::string& message = status.error_message();
+  if (code == absl::StatusCode::kUnavailable) {
+    switch (ClassifyUnavailable(message)) {
+      case Transport::kUnreachable:
+        return ConnectionError(
+            code, absl::StrCat("cannot reach ", target_, ": ", ShortReason(message)));
+      case Transport::kLost:
+        return ConnectionError(
+            code, absl::StrCat("lost connection to ", target_, ": ", ShortReason(message)));
+      case Transport::kNone:
+        break;
+    }
+  }
+  // "Deadline Exceeded" is gRPC's own text; a server-sent DEADLINE_EXCEEDED
+  // carries the server's explanation and passes through below. Whether the
+  // channel ever got connected tells a silent network from a slow server.
+  if (code == absl::StatusCode::kDeadlineExceeded && message == "Deadline Exceeded") {
+    const std::string after = absl::FormatDuration(options_.timeout);
+    if (channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
+      return ConnectionError(code,
+                             absl::StrCat("cannot reach ", target_, ": timed out after ", after));
+    }
+    return absl::Status(code, absl::StrCat("no answer from ", target_, " within ", after,
+                                           " (deadline exceeded)"));
+  }
+  if (message.empty()) {
+    return absl::Status(code, absl::StrCat(absl::StatusCodeToString(code), " from ", target_));
+  }
+  return absl::Status(code, message);
+}
+
+absl::StatusOr<v1::ListDomainsResponse> Client::ListDomainsPage(
+    const v1::ListDomainsRequest& request) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::ListDomainsResponse response;
+  const grpc::Status status = hypervisor_->ListDomains(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::Domain>> Client::ListDomains(v1::ListDomainsRequest filter) const {
+  std::vector<v1::Domain> domains;
+  while (true) {
+    absl::StatusOr<v1::ListDomainsResponse> page = ListDomainsPage(filter);
+    if (!page.ok()) return page.status();
+    domains.insert(domains.end(), std::make_move_iterator(page->mutable_domains()->begin()),
+                   std::make_move_iterator(page->mutable_domains()->end()));
+    if (page->next_page_token().empty()) return domains;
+    // A server handing back the token it was given would loop us forever.
+    if (page->next_page_token() == filter.page_token()) {
+      return absl::InternalError(
+          absl::StrCat(target_, " returned the same page token twice; listing aborted"));
+    }
+    filter.set_page_token(page->next_page_token());
+  }
+}
+
+absl::StatusOr<v1::Domain> Client::GetDomain(const std::string& name_or_uuid) const {
+  if (name_or_uuid.empty()) {
+    return absl::InvalidArgumentError("empty domain name or UUID");
+  }
+  v1::GetDomainRequest request;
+  if (IsUuid(name_or_uuid)) {
+    request.set_uuid(name_or_uuid);
+  } else {
+    request.set_name(name_or_uuid);
+  }
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::Domain domain;
+  const grpc::Status status = hypervisor_->GetDomain(&context, request, &domain);
+  if (!status.ok()) return FromGrpc(status);
+  return domain;
+}
+
+absl::StatusOr<v1::HostInfo> Client::GetHostInfo() const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::HostInfo info;
+  const grpc::Status status = hypervisor_->GetHostInfo(&context, v1::GetHostInfoRequest(), &info);
+  if (!status.ok()) return FromGrpc(status);
+  return info;
+}
+
+absl::StatusOr<bool> Client::CheckHealth(const std::string& service) const {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = health_->Check(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+}  // namespace virtgate

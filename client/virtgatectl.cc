@@ -1,1 +1,499 @@
-int main() { return 0; }
+// virtgatectl: command-line client for virtgated, built on the client
+// library (include/virtgate/client.h) and the renderings in output.h.
+//
+// Arguments are parsed by hand rather than with absl::flags because the CLI
+// needs subcommands, short options (-o, -h), options on either side of the
+// command, and one-line usage errors with exit status 2.
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <grpc/support/log.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "grpc/health/v1/health.pb.h"
+// Same directory: virtgatectl has no repo-root include path (CMakeLists.txt).
+#include "output.h"
+#include "virtgate/client.h"
+
+namespace virtgate {
+namespace {
+
+constexpr absl::string_view kProgram = "virtgatectl";
+constexpr absl::string_view kDefaultServer = "127.0.0.1:50051";
+constexpr absl::string_view kServerEnv = "VIRTGATE_SERVER";
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;  // The call failed, or health is not SERVING.
+constexpr int kExitUsage = 2;
+
+std::string Usage() {
+  return absl::StrCat(
+      "Usage: virtgatectl [OPTIONS] COMMAND [ARGS] [OPTIONS]\n"
+      "\n"
+      "Command-line client for virtgated, the gRPC server that exposes one\n"
+      "hypervisor through libvirt.\n"
+      "\n"
+      "Commands:\n"
+      "  list              List domains (all pages): NAME UUID ID STATE VCPUS MEMORY\n"
+      "  get NAME|UUID     Show one domain; a UUID is 32 hex digits, dashes optional\n"
+      "  host              Show the host, the hypervisor and virtgated's libvirt\n"
+      "                    connections\n"
+      "  health [SERVICE]  Print SERVING or NOT_SERVING (grpc.health.v1.Health;\n"
+      "                    SERVICE e.g. virtgate.v1.Hypervisor, default the server)\n"
+      "  help              Show this text\n"
+      "\n"
+      "Options (before or after the command; --opt=VALUE or --opt VALUE; '-' and\n"
+      "'_' are interchangeable in option names):\n"
+      "  --server ADDR        host:port or unix:/path (default: $",
+      kServerEnv, ", else\n", "                       ", kDefaultServer,
+      ")\n"
+      "  --timeout DURATION   Deadline of each call, e.g. 500ms, 3s, 1m (default 10s)\n"
+      "  -o, --output FORMAT  table (default) or json\n"
+      "  --tls_ca FILE        Use TLS; verify the server with this PEM CA bundle\n"
+      "                       (without it, TLS verifies against the system roots)\n"
+      "  --tls_cert FILE      Use TLS with this PEM client certificate (mTLS)\n"
+      "  --tls_key FILE       Private key for --tls_cert\n"
+      "  -h, --help           Show this text\n"
+      "\n"
+      "list filters (combined with AND):\n"
+      "  --active | --inactive\n"
+      "  --persistent | --transient\n"
+      "  --autostart | --no-autostart\n"
+      "  --state STATE        Only domains in STATE; repeat it or separate states with\n"
+      "                       commas for several. STATE is one of\n"
+      "                       ",
+      DomainStateNames(),
+      "\n"
+      "  --page-size N        Domains per call (0: server default); every page is\n"
+      "                       fetched either way\n"
+      "\n"
+      "Output: text, or with -o json one JSON document with proto field names:\n"
+      "list {\"domains\":[...]}, get a Domain, host a HostInfo, health\n"
+      "{\"status\":\"SERVING\"}.\n"
+      "\n"
+      "Errors: one line on stderr, \"virtgatectl: MESSAGE\". MESSAGE is the server's\n"
+      "error text as sent (for get and health prefixed with the domain or service\n"
+      "asked for, e.g. 'domain \"web1\": ', unless the text names it already), or\n"
+      "\"cannot reach ADDR: REASON\" when no server answers.\n"
+      "\n"
+      "Exit status: 0 success; 1 the call failed or health is not SERVING;\n"
+      "2 usage error.\n"
+      "\n"
+      "Examples:\n"
+      "  virtgatectl list --state running\n"
+      "  virtgatectl --server unix:/run/virtgate/virtgate.sock get web1 -o json\n"
+      "  virtgatectl health virtgate.v1.Hypervisor\n");
+}
+
+// Error messages may contain newlines (e.g. libvirt text); the one-line
+// contract on stderr matters more than their layout.
+std::string OneLine(absl::string_view text) {
+  return absl::StrReplaceAll(absl::StripTrailingAsciiWhitespace(text), {{"\n", " "}, {"\r", " "}});
+}
+
+int Fail(int exit_code, absl::string_view message) {
+  std::fprintf(stderr, "%s: %s\n", std::string(kProgram).c_str(), OneLine(message).c_str());
+  return exit_code;
+}
+
+int UsageError(absl::string_view message) {
+  return Fail(kExitUsage, absl::StrCat(message, " (see virtgatectl --help)"));
+}
+
+// A failed call. `what` is what was asked for (a domain, a service) and
+// `context` how to say so; the context is left out when the server was never
+// reached (it would suggest the server answered about it) and when the
+// server's message names `what` already.
+int CallFailed(const absl::Status& status, absl::string_view what = "",
+               absl::string_view context = "") {
+  if (context.empty() || IsConnectionError(status) ||
+      absl::StrContains(absl::AsciiStrToLower(status.message()), absl::AsciiStrToLower(what))) {
+    return Fail(kExitFailure, status.message());
+  }
+  return Fail(kExitFailure, absl::StrCat(context, ": ", status.message()));
+}
+
+// Writes the result; a full disk or closed pipe must not look like success.
+int Print(absl::string_view text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    return Fail(kExitFailure, absl::StrCat("writing output: ", std::strerror(errno)));
+  }
+  return kExitOk;
+}
+
+int PrintJson(const google::protobuf::Message& message) {
+  absl::StatusOr<std::string> json = FormatJson(message);
+  if (!json.ok()) return Fail(kExitFailure, json.status().message());
+  return Print(*json);
+}
+
+enum class Output { kTable, kJson };
+
+// Everything the command line says.
+struct Invocation {
+  std::string server;
+  ClientOptions client;
+  Output output = Output::kTable;
+  bool help = false;
+  std::vector<std::string> positional;  // The command, then its arguments.
+
+  // list only.
+  std::optional<bool> active;
+  std::optional<bool> persistent;
+  std::optional<bool> autostart;
+  std::vector<v1::DomainState> states;
+  int page_size = 0;
+  // The first list-only option given, to reject it for other commands.
+  std::string first_list_option;
+};
+
+enum class OptionId {
+  kServer,
+  kTimeout,
+  kOutput,
+  kTlsCa,
+  kTlsCert,
+  kTlsKey,
+  kHelp,
+  kActive,
+  kInactive,
+  kPersistent,
+  kTransient,
+  kAutostart,
+  kNoAutostart,
+  kState,
+  kPageSize,
+};
+
+struct OptionSpec {
+  OptionId id;
+  absl::string_view name;  // Long name, with '-' as separator.
+  char short_name;         // 0: none.
+  bool takes_value;
+  bool list_only;
+};
+
+constexpr OptionSpec kOptions[] = {
+    {OptionId::kServer, "server", 0, true, false},
+    {OptionId::kTimeout, "timeout", 0, true, false},
+    {OptionId::kOutput, "output", 'o', true, false},
+    {OptionId::kTlsCa, "tls-ca", 0, true, false},
+    {OptionId::kTlsCert, "tls-cert", 0, true, false},
+    {OptionId::kTlsKey, "tls-key", 0, true, false},
+    {OptionId::kHelp, "help", 'h', false, false},
+    {OptionId::kActive, "active", 0, false, true},
+    {OptionId::kInactive, "inactive", 0, false, true},
+    {OptionId::kPersistent, "persistent", 0, false, true},
+    {OptionId::kTransient, "transient", 0, false, true},
+    {OptionId::kAutostart, "autostart", 0, false, true},
+    {OptionId::kNoAutostart, "no-autostart", 0, false, true},
+    {OptionId::kState, "state", 0, true, true},
+    {OptionId::kPageSize, "page-size", 0, true, true},
+};
+
+const OptionSpec* FindLong(absl::string_view name) {
+  const std::string normalized = absl::StrReplaceAll(name, {{"_", "-"}});
+  for (const OptionSpec& spec : kOptions) {
+    if (spec.name == normalized) return &spec;
+  }
+  return nullptr;
+}
+
+const OptionSpec* FindShort(char name) {
+  for (const OptionSpec& spec : kOptions) {
+    if (spec.short_name != 0 && spec.short_name == name) return &spec;
+  }
+  return nullptr;
+}
+
+// Sets a tri-state filter; giving both of a pair (--active --inactive) is a
+// contradiction the user should hear about rather than "last one wins".
+absl::Status SetFilter(std::optional<bool>* filter, bool value, absl::string_view yes,
+                       absl::string_view no) {
+  if (filter->has_value() && **filter != value) {
+    return absl::InvalidArgumentError(absl::StrCat("--", yes, " and --", no, " exclude each other"));
+  }
+  *filter = value;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view text) {
+  absl::Duration timeout;
+  int64_t seconds = 0;
+  // A bare number is seconds, the unit people mean when they leave it out.
+  if (absl::SimpleAtoi(text, &seconds)) {
+    timeout = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(text, &timeout)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad --timeout \"", text, "\": want a duration like 500ms, 3s or 1m"));
+  }
+  if (timeout <= absl::ZeroDuration() || timeout == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad --timeout \"", text, "\": must be positive and finite"));
+  }
+  return timeout;
+}
+
+absl::Status ApplyOption(const OptionSpec& spec, absl::string_view value, Invocation* inv) {
+  if (spec.list_only && inv->first_list_option.empty()) {
+    inv->first_list_option = absl::StrCat("--", spec.name);
+  }
+  switch (spec.id) {
+    case OptionId::kServer:
+      if (value.empty()) return absl::InvalidArgumentError("--server needs an address");
+      inv->server = std::string(value);
+      return absl::OkStatus();
+    case OptionId::kTimeout: {
+      absl::StatusOr<absl::Duration> timeout = ParseTimeout(value);
+      if (!timeout.ok()) return timeout.status();
+      inv->client.timeout = *timeout;
+      return absl::OkStatus();
+    }
+    case OptionId::kOutput:
+      if (value == "table") {
+        inv->output = Output::kTable;
+      } else if (value == "json") {
+        inv->output = Output::kJson;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad --output \"", value, "\": want table or json"));
+      }
+      return absl::OkStatus();
+    case OptionId::kTlsCa:
+      inv->client.tls_ca_file = std::string(value);
+      return absl::OkStatus();
+    case OptionId::kTlsCert:
+      inv->client.tls_cert_file = std::string(value);
+      return absl::OkStatus();
+    case OptionId::kTlsKey:
+      inv->client.tls_key_file = std::string(value);
+      return absl::OkStatus();
+    case OptionId::kHelp:
+      inv->help = true;
+      return absl::OkStatus();
+    case OptionId::kActive:
+      return SetFilter(&inv->active, true, "active", "inactive");
+    case OptionId::kInactive:
+      return SetFilter(&inv->active, false, "active", "inactive");
+    case OptionId::kPersistent:
+      return SetFilter(&inv->persistent, true, "persistent", "transient");
+    case OptionId::kTransient:
+      return SetFilter(&inv->persistent, false, "persistent", "transient");
+    case OptionId::kAutostart:
+      return SetFilter(&inv->autostart, true, "autostart", "no-autostart");
+    case OptionId::kNoAutostart:
+      return SetFilter(&inv->autostart, false, "autostart", "no-autostart");
+    case OptionId::kState:
+      for (absl::string_view name : absl::StrSplit(value, ',')) {
+        v1::DomainState state;
+        if (!ParseDomainStateName(absl::StripAsciiWhitespace(name), &state)) {
+          return absl::InvalidArgumentError(absl::StrCat("bad --state \"", name,
+                                                         "\": want one of ", DomainStateNames()));
+        }
+        bool seen = false;
+        for (v1::DomainState s : inv->states) seen = seen || s == state;
+        if (!seen) inv->states.push_back(state);
+      }
+      return absl::OkStatus();
+    case OptionId::kPageSize:
+      if (!absl::SimpleAtoi(value, &inv->page_size) || inv->page_size < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad --page-size \"", value, "\": want a number >= 0"));
+      }
+      return absl::OkStatus();
+  }
+  return absl::InternalError("unhandled option");
+}
+
+absl::Status ParseArgs(int argc, char** argv, Invocation* inv) {
+  bool options_done = false;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (options_done || arg == "-" || !absl::StartsWith(arg, "-")) {
+      inv->positional.emplace_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      options_done = true;
+      continue;
+    }
+    const OptionSpec* spec = nullptr;
+    std::optional<absl::string_view> value;
+    std::string shown;  // The option as the user spelled it, for errors.
+    if (absl::StartsWith(arg, "--")) {
+      absl::string_view name = arg.substr(2);
+      const size_t eq = name.find('=');
+      if (eq != absl::string_view::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      }
+      shown = absl::StrCat("--", name);
+      spec = FindLong(name);
+    } else {
+      shown = std::string(arg.substr(0, 2));
+      spec = FindShort(arg[1]);
+      // "-ojson" and "-o=json" as well as "-o json".
+      if (arg.size() > 2) value = absl::StripPrefix(arg.substr(2), "=");
+    }
+    if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown option ", shown));
+    if (!spec->takes_value && value.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat("option ", shown, " takes no value"));
+    }
+    if (spec->takes_value && !value.has_value()) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat("option ", shown, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    absl::Status applied = ApplyOption(*spec, value.value_or(""), inv);
+    if (!applied.ok()) return applied;
+  }
+  return absl::OkStatus();
+}
+
+int RunList(const Client& client, const Invocation& inv) {
+  v1::ListDomainsRequest request;
+  request.set_page_size(inv.page_size);
+  if (inv.active.has_value()) request.set_active(*inv.active);
+  if (inv.persistent.has_value()) request.set_persistent(*inv.persistent);
+  if (inv.autostart.has_value()) request.set_autostart(*inv.autostart);
+  for (v1::DomainState state : inv.states) request.add_states(state);
+
+  absl::StatusOr<std::vector<v1::Domain>> domains = client.ListDomains(std::move(request));
+  if (!domains.ok()) return CallFailed(domains.status());
+  if (inv.output == Output::kJson) {
+    absl::StatusOr<std::string> json = FormatDomainListJson(*domains);
+    if (!json.ok()) return Fail(kExitFailure, json.status().message());
+    return Print(*json);
+  }
+  return Print(FormatDomainTable(*domains));
+}
+
+int RunGet(const Client& client, const Invocation& inv) {
+  const std::string& name_or_uuid = inv.positional[1];
+  absl::StatusOr<v1::Domain> domain = client.GetDomain(name_or_uuid);
+  if (!domain.ok()) {
+    // The server names a UUID in canonical form, whatever form was given.
+    std::string what = name_or_uuid;
+    if (IsUuid(what) && what.size() == 32) {
+      what = absl::StrCat(what.substr(0, 8), "-", what.substr(8, 4), "-", what.substr(12, 4), "-",
+                          what.substr(16, 4), "-", what.substr(20));
+    }
+    return CallFailed(domain.status(), what, absl::StrCat("domain \"", name_or_uuid, "\""));
+  }
+  if (inv.output == Output::kJson) return PrintJson(*domain);
+  return Print(FormatDomain(*domain));
+}
+
+int RunHost(const Client& client, const Invocation& inv) {
+  absl::StatusOr<v1::HostInfo> info = client.GetHostInfo();
+  if (!info.ok()) return CallFailed(info.status());
+  if (inv.output == Output::kJson) return PrintJson(*info);
+  return Print(FormatHostInfo(*info));
+}
+
+int RunHealth(const Client& client, const Invocation& inv) {
+  const std::string service = inv.positional.size() > 1 ? inv.positional[1] : "";
+  absl::StatusOr<bool> serving = client.CheckHealth(service);
+  if (!serving.ok()) {
+    return CallFailed(serving.status(), service,
+                      service.empty() ? "" : absl::StrCat("service \"", service, "\""));
+  }
+  using grpc::health::v1::HealthCheckResponse;
+  const HealthCheckResponse::ServingStatus status =
+      *serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+  int printed;
+  if (inv.output == Output::kJson) {
+    HealthCheckResponse response;
+    response.set_status(status);
+    printed = PrintJson(response);
+  } else {
+    printed = Print(absl::StrCat(HealthCheckResponse::ServingStatus_Name(status), "\n"));
+  }
+  if (printed != kExitOk) return printed;
+  return *serving ? kExitOk : kExitFailure;
+}
+
+struct Command {
+  absl::string_view name;
+  size_t min_args;
+  size_t max_args;
+  absl::string_view args_usage;
+  int (*run)(const Client&, const Invocation&);
+};
+
+constexpr Command kCommands[] = {
+    {"list", 0, 0, "", RunList},
+    {"get", 1, 1, " NAME|UUID", RunGet},
+    {"host", 0, 0, "", RunHost},
+    {"health", 0, 1, " [SERVICE]", RunHealth},
+};
+
+// gRPC logs some transport failures (e.g. a TLS handshake) to stderr itself;
+// the CLI reports them in its one error line instead.
+void SilenceGrpcLogging() {
+  // Whoever sets GRPC_VERBOSITY or GRPC_TRACE is debugging and wants them.
+  if (std::getenv("GRPC_VERBOSITY") != nullptr || std::getenv("GRPC_TRACE") != nullptr) return;
+  gpr_set_log_function([](gpr_log_func_args*) {});
+}
+
+int Main(int argc, char** argv) {
+  SilenceGrpcLogging();
+  Invocation inv;
+  const char* env_server = std::getenv(std::string(kServerEnv).c_str());
+  inv.server = env_server != nullptr && env_server[0] != '\0' ? env_server
+                                                               : std::string(kDefaultServer);
+  absl::Status parsed = ParseArgs(argc, argv, &inv);
+  if (!parsed.ok()) return UsageError(parsed.message());
+
+  if (inv.help || (!inv.positional.empty() && inv.positional[0] == "help")) {
+    std::fputs(Usage().c_str(), stdout);
+    return kExitOk;
+  }
+  if (inv.positional.empty()) {
+    std::fputs(Usage().c_str(), stderr);
+    return kExitUsage;
+  }
+
+  const std::string& name = inv.positional[0];
+  const Command* command = nullptr;
+  for (const Command& c : kCommands) {
+    if (c.name == name) command = &c;
+  }
+  if (command == nullptr) return UsageError(absl::StrCat("unknown command \"", name, "\""));
+  const size_t args = inv.positional.size() - 1;
+  if (args < command->min_args || args > command->max_args) {
+    return UsageError(absl::StrCat("usage: virtgatectl ", command->name, command->args_usage));
+  }
+  if (command->run != RunList && !inv.first_list_option.empty()) {
+    return UsageError(absl::StrCat(inv.first_list_option, " applies to list only"));
+  }
+
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(inv.server, inv.client);
+  // Connect only fails for bad options (unreadable TLS files, empty
+  // address): a usage error, but --help would not help with it.
+  if (!client.ok()) return Fail(kExitUsage, client.status().message());
+  return command->run(**client, inv);
+}
+
+}  // namespace
+}  // namespace virtgate
+
+int main(int argc, char** argv) { return virtgate::Main(argc, argv); }

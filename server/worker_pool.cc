@@ -22,6 +22,7 @@ struct WorkerPool::State {
   int alive ABSL_GUARDED_BY(mu) = 0;  // worker threads not yet exited
   uint64_t rejected ABSL_GUARDED_BY(mu) = 0;
   std::vector<std::thread> threads;  // touched only by the owner thread
+  bool shut_down = false;            // likewise: Shutdown ran to its end
 
   bool HasWorkOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return stopping || !queue.empty();
@@ -57,6 +58,10 @@ absl::Status WorkerPool::Submit(Task task) {
 }
 
 int WorkerPool::Shutdown(absl::Time deadline) {
+  if (state_->shut_down) {
+    absl::MutexLock lock(&state_->mu);
+    return state_->alive;
+  }
   std::deque<Task> cancelled;
   {
     absl::MutexLock lock(&state_->mu);
@@ -78,6 +83,7 @@ int WorkerPool::Shutdown(absl::Time deadline) {
     if (abandoned > 0) t.detach(); else t.join();
   }
   state_->threads.clear();
+  state_->shut_down = true;
   return abandoned;
 }
 

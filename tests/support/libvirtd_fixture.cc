@@ -1,0 +1,137 @@
+#include "tests/support/libvirtd_fixture.h"
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "server/libvirt_event_loop.h"
+
+namespace virtgate::testing {
+namespace {
+
+constexpr const char* kLibvirtd = "/usr/sbin/libvirtd";
+
+}  // namespace
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Duration backoff = absl::Milliseconds(1);
+  while (!condition()) {
+    if (absl::Now() >= deadline) return condition();
+    std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));  // poll interval, not sync
+    backoff = std::min(backoff * 2, absl::Milliseconds(50));
+  }
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start() {
+  if (access(kLibvirtd, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kLibvirtd, " not found: install Debian's libvirt-daemon package to run this test"));
+  }
+  if (absl::Status s = EnsureLibvirtEventLoop(); !s.ok()) return s;
+  std::unique_ptr<PrivateLibvirtd> d(new PrivateLibvirtd());
+  char tmpl[] = "/tmp/virtgate-libvirtd-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  d->dir_ = tmpl;
+  std::filesystem::create_directories(d->dir_ + "/sock");
+  std::filesystem::create_directories(d->dir_ + "/drivers");
+  std::ofstream conf(d->dir_ + "/libvirtd.conf");
+  conf << "unix_sock_dir = \"" << d->dir_ << "/sock\"\n"
+       << "auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n"
+       << "listen_tcp = 0\nlisten_tls = 0\n"
+       // Plenty of room for tests that open many connections or calls.
+       << "max_clients = 5000\nmax_anonymous_clients = 5000\n"
+       << "max_workers = 20\nmax_client_requests = 5\n";
+  conf.close();
+  d->uri_ = absl::StrCat("test+unix:///default?socket=", d->dir_, "/sock/libvirt-sock");
+  if (absl::Status s = d->Spawn(); !s.ok()) return s;
+  return d;
+}
+
+absl::Status PrivateLibvirtd::Spawn() {
+  const std::string conf = dir_ + "/libvirtd.conf";
+  const std::string pidfile = dir_ + "/libvirtd.pid";
+  const std::string drivers = dir_ + "/drivers";
+  const std::string log = dir_ + "/libvirtd.log";
+  std::filesystem::remove(dir_ + "/sock/libvirt-sock");
+  pid_ = fork();
+  if (pid_ < 0) return absl::InternalError("fork failed");
+  if (pid_ == 0) {
+    setenv("LIBVIRT_DRIVER_DIR", drivers.c_str(), 1);
+    FILE* out = std::freopen(log.c_str(), "a", stderr);
+    (void)out;
+    execl(kLibvirtd, kLibvirtd, "-f", conf.c_str(), "--pid-file", pidfile.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Ready when a client can open the socket and talk to it.
+  const bool up = WaitFor(
+      [&] {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = -1;
+          return true;  // died: reported below
+        }
+        virConnectPtr c = virConnectOpen(uri_.c_str());
+        if (c == nullptr) {
+          virResetLastError();
+          return false;
+        }
+        virConnectClose(c);
+        return true;
+      },
+      absl::Seconds(30));
+  if (!up || pid_ < 0) {
+    return absl::InternalError(absl::StrCat("libvirtd did not come up; see ", log));
+  }
+  return absl::OkStatus();
+}
+
+void PrivateLibvirtd::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGCONT);
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+absl::Status PrivateLibvirtd::Restart() {
+  Kill();
+  return Spawn();
+}
+
+void PrivateLibvirtd::Pause() {
+  if (pid_ > 0) kill(pid_, SIGSTOP);
+}
+
+void PrivateLibvirtd::Resume() {
+  if (pid_ > 0) kill(pid_, SIGCONT);
+}
+
+PrivateLibvirtd::~PrivateLibvirtd() {
+  if (pid_ > 0) {
+    kill(pid_, SIGCONT);
+    kill(pid_, SIGTERM);
+    int status = 0;
+    // A graceful stop first; SIGKILL if it hangs.
+    if (!WaitFor([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, absl::Seconds(10))) {
+      Kill();
+    }
+    pid_ = -1;
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+}  // namespace virtgate::testing

@@ -1,0 +1,52 @@
+// PrivateLibvirtd: a real libvirtd started by a test on a private socket,
+// serving libvirt's test driver, so events cross processes and the daemon
+// can be killed, stopped (SIGSTOP) and restarted on the same socket.
+//
+// It touches no root-owned socket: unix_sock_dir is a fresh temp dir,
+// authentication is off, TCP/TLS listeners are off, and LIBVIRT_DRIVER_DIR
+// points at an empty dir so no hypervisor driver (QEMU, LXC, …) loads.
+// The daemon is our child; it is stopped by pid, and only it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace virtgate::testing {
+
+class PrivateLibvirtd {
+ public:
+  // FAILED_PRECONDITION (say what is missing) when libvirtd is not installed.
+  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start();
+  ~PrivateLibvirtd();  // stops the daemon and removes its temp dir
+
+  // test+unix:///default?socket=<dir>/libvirt-sock
+  const std::string& uri() const { return uri_; }
+  pid_t pid() const { return pid_; }
+
+  // SIGKILL and reap (the test driver's domains die with it).
+  void Kill();
+  // Starts it again on the same socket after Kill(); waits until it answers.
+  absl::Status Restart();
+  void Pause();   // SIGSTOP
+  void Resume();  // SIGCONT
+
+ private:
+  PrivateLibvirtd() = default;
+  absl::Status Spawn();
+
+  std::string dir_;
+  std::string uri_;
+  pid_t pid_ = -1;
+};
+
+// Polls `condition` until it holds or `timeout` passes; returns whether it
+// held. For waiting on state that has no notification; never a fixed sleep.
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout);
+
+}  // namespace virtgate::testing

@@ -1,0 +1,48 @@
+#include "tests/support/test_domains.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/libvirt_errors.h"
+#include "server/libvirt_handles.h"
+
+namespace virtgate::testing {
+
+std::string TestDomainXml(const std::string& name) {
+  return absl::StrCat("<domain type='test'><name>", name,
+                      "</name><memory unit='KiB'>131072</memory>"
+                      "<currentMemory unit='KiB'>65536</currentMemory><vcpu>1</vcpu>"
+                      "<os><type>hvm</type></os></domain>");
+}
+
+absl::Status DefineDomains(virConnectPtr conn, const std::string& prefix, int count,
+                           int start_every) {
+  for (int i = 0; i < count; ++i) {
+    const std::string name = absl::StrFormat("%s%05d", prefix, i);
+    DomainHandle dom(virDomainDefineXML(conn, TestDomainXml(name).c_str()));
+    if (!dom) return LastLibvirtError("define " + name);
+    if (start_every > 0 && i % start_every == 0 && virDomainCreate(dom.get()) < 0) {
+      return LastLibvirtError("start " + name);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, TruthEntry>> GroundTruth(virConnectPtr conn,
+                                                              unsigned int flags) {
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn, &doms, flags);
+  if (n < 0) return LastLibvirtError("virConnectListAllDomains");
+  std::map<std::string, TruthEntry> out;
+  for (DomainHandle& d : AdoptDomainArray(doms, n)) {
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    virDomainGetUUIDString(d.get(), uuid);
+    int state = 0, reason = 0;
+    if (virDomainGetState(d.get(), &state, &reason, 0) < 0) {
+      return LastLibvirtError("virDomainGetState");
+    }
+    out[uuid] = {virDomainGetName(d.get()), state};
+  }
+  return out;
+}
+
+}  // namespace virtgate::testing

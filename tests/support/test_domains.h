@@ -1,0 +1,32 @@
+// Helpers for defining test-driver domains through a direct libvirt
+// connection (as another tool would) and reading libvirt's ground truth.
+#pragma once
+
+#include <libvirt/libvirt.h>
+
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace virtgate::testing {
+
+// Minimal domain XML the test driver accepts.
+std::string TestDomainXml(const std::string& name);
+
+// Defines `count` persistent domains "<prefix>NNNNN"; every `start_every`-th
+// one (0: none) is also started.
+absl::Status DefineDomains(virConnectPtr conn, const std::string& prefix, int count,
+                           int start_every);
+
+struct TruthEntry {
+  std::string name;
+  int state = 0;
+};
+// uuid -> (name, state) for every domain, from virConnectListAllDomains and
+// virDomainGetState on `conn`: what libvirt itself reports.
+absl::StatusOr<std::map<std::string, TruthEntry>> GroundTruth(virConnectPtr conn,
+                                                              unsigned int flags = 0);
+
+}  // namespace virtgate::testing
