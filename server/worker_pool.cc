@@ -28,6 +28,7 @@ struct WorkerPool::State {
     return stopping || !queue.empty();
   }
   bool AllExited() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return alive == 0; }
+  bool OnlyBusyLeft() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return alive == busy; }
 };
 
 WorkerPool::WorkerPool(Options options) : state_(std::make_shared<State>(options)) {
@@ -47,7 +48,9 @@ WorkerPool::~WorkerPool() { Shutdown(absl::InfiniteFuture()); }
 absl::Status WorkerPool::Submit(Task task) {
   absl::MutexLock lock(&state_->mu);
   if (state_->stopping) return absl::UnavailableError("server shutting down");
-  if (static_cast<int>(state_->queue.size()) >= state_->options.max_queued) {
+  // Tasks an idle worker is about to take do not count as waiting.
+  const int idle = state_->alive - state_->busy;
+  if (static_cast<int>(state_->queue.size()) >= state_->options.max_queued + idle) {
     ++state_->rejected;
     return absl::ResourceExhaustedError(absl::StrCat(
         "server busy: ", state_->queue.size(), " calls already queued for ", state_->alive,
@@ -74,7 +77,9 @@ int WorkerPool::Shutdown(absl::Time deadline) {
   {
     absl::MutexLock lock(&state_->mu);
     state_->mu.AwaitWithDeadline(absl::Condition(state_.get(), &State::AllExited), deadline);
-    abandoned = state_->alive;
+    // Idle workers exit as soon as they wake; only busy ones are abandoned.
+    state_->mu.Await(absl::Condition(state_.get(), &State::OnlyBusyLeft));
+    abandoned = state_->busy;
   }
   for (std::thread& t : state_->threads) {
     if (!t.joinable()) continue;

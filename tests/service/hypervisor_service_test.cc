@@ -1,0 +1,489 @@
+// The whole gRPC surface of an in-process virtgated on test:///default (a
+// real, in-process libvirt driver), called through the generated stub.
+#include <grpcpp/grpcpp.h>
+#include <libvirt/libvirt.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "server/libvirt_event_loop.h"
+#include "server/libvirt_handles.h"
+#include "server/server.h"
+#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/test_domains.h"
+#include "virtgate/v1/hypervisor.grpc.pb.h"
+
+namespace virtgate {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kTestUuid[] = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+
+std::unique_ptr<Server> StartServer(Server::Options options) {
+  options.listen = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(options);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? *std::move(server) : nullptr;
+}
+
+Server::Options TestDriverOptions() {
+  Server::Options o;
+  o.libvirt_uri = "test:///default";
+  return o;
+}
+
+class HypervisorServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_TRUE(EnsureLibvirtEventLoop().ok());
+    // test:///default forgets its domains when its last connection closes:
+    // this read-write connection keeps them, and is how the test changes them.
+    admin_ = virConnectOpen("test:///default");
+    ASSERT_NE(admin_, nullptr);
+  }
+  static void TearDownTestSuite() { virConnectClose(admin_); }
+
+  void SetUp() override {
+    server_ = StartServer(TestDriverOptions());
+    ASSERT_NE(server_, nullptr);
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::Hypervisor::NewStub(channel_);
+  }
+  void TearDown() override {
+    for (const std::string& name : defined_) {
+      DomainHandle d(virDomainLookupByName(admin_, name.c_str()));
+      if (!d) continue;
+      virDomainDestroy(d.get());
+      virDomainUndefine(d.get());
+    }
+  }
+
+  void Define(const std::string& prefix, int count, int start_every = 0) {
+    ASSERT_TRUE(testing::DefineDomains(admin_, prefix, count, start_every).ok());
+    for (int i = 0; i < count; ++i) defined_.push_back(absl::StrFormat("%s%05d", prefix, i));
+  }
+
+  grpc::Status List(const v1::ListDomainsRequest& req, v1::ListDomainsResponse* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub_->ListDomains(&ctx, req, resp);
+  }
+
+  // Follows every page; fails the test on an error.
+  std::vector<v1::Domain> ListAll(v1::ListDomainsRequest req) {
+    std::vector<v1::Domain> out;
+    for (int pages = 0; pages < 10000; ++pages) {
+      v1::ListDomainsResponse resp;
+      grpc::Status s = List(req, &resp);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      out.insert(out.end(), resp.domains().begin(), resp.domains().end());
+      if (resp.next_page_token().empty()) break;
+      req.set_page_token(resp.next_page_token());
+    }
+    return out;
+  }
+
+  grpc::Status Get(const std::string& uuid, const std::string& name, v1::Domain* out) {
+    v1::GetDomainRequest req;
+    req.set_uuid(uuid);
+    req.set_name(name);
+    grpc::ClientContext ctx;
+    return stub_->GetDomain(&ctx, req, out);
+  }
+
+  static virConnectPtr admin_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Hypervisor::Stub> stub_;
+  std::vector<std::string> defined_;
+};
+
+virConnectPtr HypervisorServiceTest::admin_ = nullptr;
+
+std::vector<std::string> Names(const std::vector<v1::Domain>& domains) {
+  std::vector<std::string> names;
+  for (const v1::Domain& d : domains) names.push_back(d.name());
+  return names;
+}
+
+TEST_F(HypervisorServiceTest, ListsTheDefaultTestDomainWithAllItsFields) {
+  std::vector<v1::Domain> all = ListAll({});
+  auto it = std::find_if(all.begin(), all.end(), [](const v1::Domain& d) { return d.name() == "test"; });
+  ASSERT_NE(it, all.end());
+  EXPECT_EQ(it->uuid(), kTestUuid);
+  EXPECT_EQ(it->state(), v1::DOMAIN_STATE_RUNNING);
+  // The reason is libvirt's own (the test driver's default domain says 0).
+  int state = 0, reason = -1;
+  DomainHandle dom(virDomainLookupByName(admin_, "test"));
+  ASSERT_EQ(virDomainGetState(dom.get(), &state, &reason, 0), 0);
+  EXPECT_EQ(it->state_reason_code(), reason);
+  EXPECT_EQ(it->state_reason(), reason == 0 ? "unknown" : "booted");
+  EXPECT_GT(it->id(), 0u);
+  EXPECT_TRUE(it->persistent());
+  EXPECT_FALSE(it->autostart());
+  EXPECT_EQ(it->vcpus(), 2u);
+  EXPECT_EQ(it->memory_kib(), 2097152u);
+  EXPECT_EQ(it->max_memory_kib(), 8388608u);
+  EXPECT_FALSE(it->stale());
+}
+
+TEST_F(HypervisorServiceTest, PagesCoverEveryDomainOnceInNameOrder) {
+  Define("page-", 25, /*start_every=*/3);
+  const std::vector<v1::Domain> one_page = ListAll({});
+  for (int page_size : {1, 7, 25, 26}) {
+    v1::ListDomainsRequest req;
+    req.set_page_size(page_size);
+    std::vector<v1::Domain> paged = ListAll(req);
+    EXPECT_EQ(Names(paged), Names(one_page)) << "page_size " << page_size;
+  }
+  std::vector<std::string> names = Names(one_page);
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+  EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), names.size());
+  EXPECT_EQ(names.size(), 26u);  // 25 + "test"
+
+  v1::ListDomainsRequest req;
+  req.set_page_size(10);
+  v1::ListDomainsResponse first;
+  ASSERT_TRUE(List(req, &first).ok());
+  EXPECT_EQ(first.domains_size(), 10);
+  EXPECT_FALSE(first.next_page_token().empty());
+}
+
+TEST_F(HypervisorServiceTest, FiltersMapOntoLibvirtFlags) {
+  Define("filt-", 6, /*start_every=*/2);  // 0, 2, 4 running
+  {
+    DomainHandle d(virDomainLookupByName(admin_, "filt-00002"));
+    ASSERT_EQ(virDomainSuspend(d.get()), 0);
+    DomainHandle a(virDomainLookupByName(admin_, "filt-00001"));
+    ASSERT_EQ(virDomainSetAutostart(a.get(), 1), 0);
+  }
+  DomainHandle transient(virDomainCreateXML(admin_, testing::TestDomainXml("filt-tr").c_str(), 0));
+  ASSERT_NE(transient, nullptr);
+  defined_.push_back("filt-tr");
+
+  auto names_for = [&](v1::ListDomainsRequest req) {
+    std::vector<std::string> out;
+    for (const std::string& n : Names(ListAll(req))) {
+      if (n.rfind("filt-", 0) == 0) out.push_back(n);
+    }
+    return out;
+  };
+  using ::testing::ElementsAre;
+  v1::ListDomainsRequest inactive;
+  inactive.set_active(false);
+  EXPECT_THAT(names_for(inactive), ElementsAre("filt-00001", "filt-00003", "filt-00005"));
+  v1::ListDomainsRequest paused;
+  paused.add_states(v1::DOMAIN_STATE_PAUSED);
+  EXPECT_THAT(names_for(paused), ElementsAre("filt-00002"));
+  v1::ListDomainsRequest running;
+  running.add_states(v1::DOMAIN_STATE_RUNNING);
+  EXPECT_THAT(names_for(running), ElementsAre("filt-00000", "filt-00004", "filt-tr"));
+  v1::ListDomainsRequest autostart;
+  autostart.set_autostart(true);
+  EXPECT_THAT(names_for(autostart), ElementsAre("filt-00001"));
+  v1::ListDomainsRequest trans;
+  trans.set_persistent(false);
+  EXPECT_THAT(names_for(trans), ElementsAre("filt-tr"));
+  v1::ListDomainsRequest both;  // ANDed
+  both.set_active(true);
+  both.set_persistent(true);
+  both.add_states(v1::DOMAIN_STATE_RUNNING);
+  EXPECT_THAT(names_for(both), ElementsAre("filt-00000", "filt-00004"));
+  // A state libvirt's flags only express as "other" is filtered exactly.
+  v1::ListDomainsRequest crashed;
+  crashed.add_states(v1::DOMAIN_STATE_CRASHED);
+  EXPECT_THAT(names_for(crashed), ElementsAre());
+
+  for (const v1::Domain& d : ListAll(trans)) {
+    if (d.name() == "filt-tr") {
+      EXPECT_FALSE(d.persistent());
+    }
+  }
+}
+
+TEST_F(HypervisorServiceTest, BadListRequestsAreInvalidArgument) {
+  v1::ListDomainsResponse resp;
+  v1::ListDomainsRequest negative;
+  negative.set_page_size(-1);
+  grpc::Status s = List(negative, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("page_size"));
+
+  v1::ListDomainsRequest forged;
+  forged.set_page_token("bm90IGEgdG9rZW4");
+  s = List(forged, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("page_token"));
+
+  // A real token, tampered with.
+  Define("tok-", 3);
+  v1::ListDomainsRequest first;
+  first.set_page_size(1);
+  ASSERT_TRUE(List(first, &resp).ok());
+  ASSERT_FALSE(resp.next_page_token().empty());
+  std::string token = resp.next_page_token();
+  token[token.size() / 2] = token[token.size() / 2] == 'x' ? 'y' : 'x';
+  v1::ListDomainsRequest tampered = first;
+  tampered.set_page_token(token);
+  EXPECT_EQ(List(tampered, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A genuine token with other filters.
+  ASSERT_TRUE(List(first, &resp).ok());
+  v1::ListDomainsRequest refiltered = first;
+  refiltered.set_page_token(resp.next_page_token());
+  refiltered.set_active(true);
+  s = List(refiltered, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("different filters"));
+
+  v1::ListDomainsRequest unspecified;
+  unspecified.add_states(v1::DOMAIN_STATE_UNSPECIFIED);
+  EXPECT_EQ(List(unspecified, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(HypervisorServiceTest, PageSizeIsCappedAndDefaulted) {
+  Define("cap-", 5);
+  v1::ListDomainsRequest huge;
+  huge.set_page_size(1 << 30);
+  v1::ListDomainsResponse resp;
+  ASSERT_TRUE(List(huge, &resp).ok());
+  EXPECT_EQ(resp.domains_size(), 6);  // below the cap: everything, no token
+  EXPECT_TRUE(resp.next_page_token().empty());
+}
+
+TEST_F(HypervisorServiceTest, GetDomainByNameOrUuid) {
+  v1::Domain by_name, by_uuid, by_odd_uuid;
+  ASSERT_TRUE(Get("", "test", &by_name).ok());
+  EXPECT_EQ(by_name.uuid(), kTestUuid);
+  EXPECT_EQ(by_name.state(), v1::DOMAIN_STATE_RUNNING);
+  EXPECT_EQ(by_name.vcpus(), 2u);
+  ASSERT_TRUE(Get(kTestUuid, "", &by_uuid).ok());
+  EXPECT_EQ(by_uuid.name(), "test");
+  // Any case, no dashes.
+  ASSERT_TRUE(Get("6695EB01F6A4830479AA97F2502E193F", "", &by_odd_uuid).ok());
+  EXPECT_EQ(by_odd_uuid.name(), "test");
+}
+
+TEST_F(HypervisorServiceTest, GetDomainErrors) {
+  v1::Domain d;
+  grpc::Status s = Get("", "no-such-domain", &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("no-such-domain"));
+  EXPECT_EQ(Get("00000000-0000-0000-0000-000000000001", "", &d).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  s = Get("not-a-uuid", "", &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("malformed uuid"));
+  EXPECT_EQ(Get(kTestUuid, "test", &d).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Get("", "", &d).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(HypervisorServiceTest, GetDomainSeesChangesAtOnce) {
+  Define("chg-", 1);
+  v1::Domain d;
+  ASSERT_TRUE(Get("", "chg-00000", &d).ok());
+  EXPECT_EQ(d.state(), v1::DOMAIN_STATE_SHUTOFF);
+  EXPECT_EQ(d.id(), 0u);
+  DomainHandle dom(virDomainLookupByName(admin_, "chg-00000"));
+  ASSERT_EQ(virDomainCreate(dom.get()), 0);
+  ASSERT_TRUE(Get("", "chg-00000", &d).ok());
+  EXPECT_EQ(d.state(), v1::DOMAIN_STATE_RUNNING);
+  EXPECT_GT(d.id(), 0u);
+  // And the listing agrees (its cached facts are keyed by id, which changed).
+  for (const v1::Domain& l : ListAll({})) {
+    if (l.name() == "chg-00000") {
+      EXPECT_EQ(l.state(), v1::DOMAIN_STATE_RUNNING);
+      EXPECT_EQ(l.id(), d.id());
+    }
+  }
+}
+
+TEST_F(HypervisorServiceTest, HostInfoDescribesTheTestDriver) {
+  v1::HostInfo info;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub_->GetHostInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.hypervisor_type(), "TEST");
+  EXPECT_FALSE(info.hostname().empty());
+  EXPECT_GT(info.cpus(), 0u);
+  EXPECT_GT(info.memory_kib(), 0u);
+  EXPECT_FALSE(info.cpu_model().empty());
+  EXPECT_THAT(info.libvirt_version(), ::testing::MatchesRegex("[0-9]+\\.[0-9]+\\.[0-9]+"));
+  EXPECT_EQ(info.uri(), "test:///default");
+  EXPECT_TRUE(info.connection().up());
+  EXPECT_EQ(info.connection().connections_up(), 2u);
+  EXPECT_TRUE(info.connection().read_only());
+  EXPECT_FALSE(info.server_version().empty());
+}
+
+TEST_F(HypervisorServiceTest, HealthIsServingWithLibvirtUp) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (const std::string& service : {std::string(""), std::string("virtgate.v1.Hypervisor")}) {
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok()) << service;
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+}
+
+TEST_F(HypervisorServiceTest, WatchLifecycleIsUnimplementedForNow) {
+  grpc::ClientContext ctx;
+  auto reader = stub_->WatchLifecycle(&ctx, {});
+  v1::WatchLifecycleResponse msg;
+  EXPECT_FALSE(reader->Read(&msg));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// The worker pool is the server's own; occupying it with a task stands in
+// for libvirt calls that take long, without a fake.
+TEST_F(HypervisorServiceTest, FullWorkQueueIsResourceExhaustedAtOnce) {
+  Server::Options o = TestDriverOptions();
+  o.workers = 1;
+  o.max_queued_calls = 0;
+  std::unique_ptr<Server> server = StartServer(o);
+  ASSERT_NE(server, nullptr);
+  absl::Notification started, release;
+  ASSERT_TRUE(server->workers()->Submit([&](bool) {
+                started.Notify();
+                release.WaitForNotification();
+              }).ok());
+  started.WaitForNotification();
+  auto stub = v1::Hypervisor::NewStub(
+      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::ListDomainsResponse resp;
+  grpc::Status s = stub->ListDomains(&ctx, {}, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("server busy"));
+  release.Notify();
+  grpc::ClientContext ctx2;
+  EXPECT_TRUE(stub->ListDomains(&ctx2, {}, &resp).ok());
+}
+
+TEST_F(HypervisorServiceTest, QueuedCallEndsAtItsDeadline) {
+  Server::Options o = TestDriverOptions();
+  o.workers = 1;
+  o.max_queued_calls = 4;
+  std::unique_ptr<Server> server = StartServer(o);
+  ASSERT_NE(server, nullptr);
+  absl::Notification started, release;
+  ASSERT_TRUE(server->workers()->Submit([&](bool) {
+                started.Notify();
+                release.WaitForNotification();
+              }).ok());
+  started.WaitForNotification();
+  auto stub = v1::Hypervisor::NewStub(
+      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  v1::ListDomainsResponse resp;
+  grpc::Status s = stub->ListDomains(&ctx, {}, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  release.Notify();
+}
+
+TEST_F(HypervisorServiceTest, UnreachableLibvirtIsUnavailableAndNotServing) {
+  Server::Options o;
+  o.libvirt_uri = "test+unix:///default?socket=/nonexistent/virtgate/libvirt-sock";
+  std::unique_ptr<Server> server = StartServer(o);
+  ASSERT_NE(server, nullptr);  // starts without libvirt
+  auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Hypervisor::NewStub(channel);
+  {
+    grpc::ClientContext ctx;
+    v1::ListDomainsResponse resp;
+    grpc::Status s = stub->ListDomains(&ctx, {}, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_THAT(s.error_message(), HasSubstr("hypervisor unavailable"));
+    EXPECT_THAT(s.error_message(), HasSubstr(o.libvirt_uri));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::Domain d;
+    v1::GetDomainRequest req;
+    req.set_name("test");
+    EXPECT_EQ(stub->GetDomain(&ctx, req, &d).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::HostInfo info;
+    ASSERT_TRUE(stub->GetHostInfo(&ctx, {}, &info).ok());
+    EXPECT_FALSE(info.connection().up());
+    EXPECT_EQ(info.connection().connections_up(), 0u);
+    EXPECT_THAT(info.connection().last_error(), HasSubstr("/nonexistent/virtgate/libvirt-sock"));
+    EXPECT_EQ(info.uri(), o.libvirt_uri);
+  }
+  {
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, {}, &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  }
+}
+
+TEST_F(HypervisorServiceTest, PlaintextOnPublicAddressIsRefused) {
+  Server::Options o = TestDriverOptions();
+  o.listen = "0.0.0.0:0";
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(o);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("--insecure"));
+  EXPECT_TRUE(IsLoopbackOrUnix("unix:/run/x.sock"));
+  EXPECT_TRUE(IsLoopbackOrUnix("127.0.0.1:50051"));
+  EXPECT_TRUE(IsLoopbackOrUnix("[::1]:50051"));
+  EXPECT_TRUE(IsLoopbackOrUnix("localhost:50051"));
+  EXPECT_FALSE(IsLoopbackOrUnix("[::]:50051"));
+  EXPECT_FALSE(IsLoopbackOrUnix("10.0.0.1:50051"));
+}
+
+TEST_F(HypervisorServiceTest, ShutdownEndsQueuedCallsAndReportsNotServing) {
+  Server::Options o = TestDriverOptions();
+  o.workers = 1;
+  std::unique_ptr<Server> server = StartServer(o);
+  ASSERT_NE(server, nullptr);
+  absl::Notification started, release;
+  ASSERT_TRUE(server->workers()->Submit([&](bool) {
+                started.Notify();
+                release.WaitForNotification();
+              }).ok());
+  started.WaitForNotification();
+  auto stub = v1::Hypervisor::NewStub(
+      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::ListDomainsResponse resp;
+  grpc::Status queued_status;
+  absl::Notification done;
+  v1::ListDomainsRequest req;
+  stub->async()->ListDomains(&ctx, &req, &resp, [&](grpc::Status s) {
+    queued_status = s;
+    done.Notify();
+  });
+  ASSERT_TRUE(testing::WaitFor([&] { return server->workers()->GetStats().queued == 1; },
+                               absl::Seconds(10)))
+      << (done.HasBeenNotified() ? queued_status.error_message() : "call still open");
+  std::thread releaser([&] {
+    // The stuck task ends only after the grace period has cut the call off.
+    done.WaitForNotification();
+    release.Notify();
+  });
+  const absl::Time before = absl::Now();
+  server->Shutdown(absl::Milliseconds(300));
+  EXPECT_LT(absl::Now() - before, absl::Seconds(5));
+  releaser.join();
+  EXPECT_FALSE(queued_status.ok());
+}
+
+}  // namespace
+}  // namespace virtgate

@@ -31,11 +31,14 @@ TEST_F(LibvirtErrorsTest, MissingDomainIsNotFound) {
 }
 
 TEST_F(LibvirtErrorsTest, InvalidOperationIsFailedPrecondition) {
-  DomainHandle dom(virDomainLookupByName(rw_.get(), "test"));  // running by default
+  DomainHandle dom(virDomainDefineXML(rw_.get(), testing::TestDomainXml("errs-off").c_str()));
   ASSERT_NE(dom, nullptr);
-  ASSERT_LT(virDomainCreate(dom.get()), 0);  // already running
-  absl::Status s = LastLibvirtError("start");
+  virVcpuInfo info[4];
+  // Live vCPU info needs a running domain: "domain is not running".
+  ASSERT_LT(virDomainGetVcpus(dom.get(), info, 4, nullptr, 0), 0);
+  absl::Status s = LastLibvirtError("vcpus");
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  virDomainUndefine(dom.get());
 }
 
 TEST_F(LibvirtErrorsTest, WriteOnReadOnlyConnectionIsPermissionDenied) {
