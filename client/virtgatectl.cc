@@ -28,7 +28,7 @@
 #include "absl/time/time.h"
 #include "grpc/health/v1/health.pb.h"
 // Same directory: virtgatectl has no repo-root include path (CMakeLists.txt).
-#include "output.h"
+#include "client/output.h"
 #include "virtgate/client.h"
 
 namespace virtgate {

@@ -47,6 +47,7 @@ absl::StatusOr<DomainFacts> DomainFactsCache::Fetch(virDomainPtr dom, const std:
 
   absl::MutexLock lock(&mu_);
   entries_[uuid] = facts;
+  ++fetches_;
   return facts;
 }
 
@@ -59,6 +60,11 @@ void DomainFactsCache::Retain(const std::vector<std::string>& uuids) {
   absl::flat_hash_set<std::string> keep(uuids.begin(), uuids.end());
   absl::MutexLock lock(&mu_);
   absl::erase_if(entries_, [&](const auto& kv) { return !keep.contains(kv.first); });
+}
+
+uint64_t DomainFactsCache::fetches() const {
+  absl::MutexLock lock(&mu_);
+  return fetches_;
 }
 
 size_t DomainFactsCache::size() const {

@@ -50,10 +50,13 @@ class DomainFactsCache {
   // Drops every entry whose UUID is not in `uuids`.
   void Retain(const std::vector<std::string>& uuids);
   size_t size() const;
+  // How many times Fetch read from libvirt (for tests and metrics).
+  uint64_t fetches() const;
 
  private:
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, DomainFacts> entries_ ABSL_GUARDED_BY(mu_);
+  uint64_t fetches_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace virtgate

@@ -61,6 +61,7 @@ class Server {
 
   ConnectionPool* connections() { return connections_.get(); }
   WorkerPool* workers() { return workers_.get(); }
+  DomainFactsCache* facts() { return facts_.get(); }
 
  private:
   Server() = default;

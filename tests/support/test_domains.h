@@ -5,6 +5,7 @@
 #include <libvirt/libvirt.h>
 
 #include <map>
+#include <ostream>
 #include <string>
 
 #include "absl/status/status.h"
@@ -23,6 +24,12 @@ absl::Status DefineDomains(virConnectPtr conn, const std::string& prefix, int co
 struct TruthEntry {
   std::string name;
   int state = 0;
+  friend bool operator==(const TruthEntry& a, const TruthEntry& b) {
+    return a.name == b.name && a.state == b.state;
+  }
+  friend std::ostream& operator<<(std::ostream& os, const TruthEntry& e) {
+    return os << e.name << "/state=" << e.state;
+  }
 };
 // uuid -> (name, state) for every domain, from virConnectListAllDomains and
 // virDomainGetState on `conn`: what libvirt itself reports.
