@@ -2,7 +2,9 @@
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,9 +70,16 @@ absl::Status PrivateLibvirtd::Spawn() {
   pid_ = fork();
   if (pid_ < 0) return absl::InternalError("fork failed");
   if (pid_ == 0) {
+    // Die with the test process (even if it crashes), and share none of its
+    // standard streams, or a pipe reading the test's output never ends.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     setenv("LIBVIRT_DRIVER_DIR", drivers.c_str(), 1);
-    FILE* out = std::freopen(log.c_str(), "a", stderr);
-    (void)out;
+    const int null_fd = open("/dev/null", O_RDONLY);
+    const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (null_fd < 0 || log_fd < 0) _exit(126);
+    dup2(null_fd, STDIN_FILENO);
+    dup2(log_fd, STDOUT_FILENO);
+    dup2(log_fd, STDERR_FILENO);
     execl(kLibvirtd, kLibvirtd, "-f", conf.c_str(), "--pid-file", pidfile.c_str(),
           static_cast<char*>(nullptr));
     _exit(127);

@@ -5,7 +5,9 @@
 // It touches no root-owned socket: unix_sock_dir is a fresh temp dir,
 // authentication is off, TCP/TLS listeners are off, and LIBVIRT_DRIVER_DIR
 // points at an empty dir so no hypervisor driver (QEMU, LXC, …) loads.
-// The daemon is our child; it is stopped by pid, and only it.
+// The daemon is our child; it is stopped by pid, and only it. It gets
+// SIGKILL if the thread that started it exits, so start it from the main
+// thread (gtest's SetUpTestSuite and test bodies are).
 #pragma once
 
 #include <sys/types.h>

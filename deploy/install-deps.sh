@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what virtgate needs from Debian 12's package archive, and nothing
+# else from anywhere. Idempotent: installs only what is missing. Uses sudo
+# only when not root.
+#
+#   deploy/install-deps.sh build   # compile virtgated and virtgatectl
+#   deploy/install-deps.sh test    # build + tests, benchmarks, clang checks
+set -euo pipefail
+
+what="${1:-build}"
+build_pkgs=(cmake ninja-build g++ pkg-config
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto
+  libabsl-dev libvirt-dev
+  # test:///default needs only libvirt itself; libvirt-clients gives virsh.
+  libvirt-clients)
+test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
+  # a real libvirtd for the integration tests (started privately by the tests)
+  libvirt-daemon
+  # the -Wthread-safety build
+  clang)
+
+case "$what" in
+  build) pkgs=("${build_pkgs[@]}") ;;
+  test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} Debian packages already installed"
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
