@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 deploy/install-deps.sh test
 
 echo "== build (gcc, -Wall -Wextra)"
-BUILD_DIR=build deploy/build.sh
+BUILD_DIR=build deploy/build.sh -DVIRTGATE_BUILD_TESTS=ON
 
 if command -v clang++ >/dev/null; then
   echo "== clang -Wthread-safety -Werror build of the server and client"
