@@ -10,6 +10,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "server/libvirt_errors.h"
 #include "server/libvirt_event_loop.h"
 #include "server/libvirt_handles.h"
@@ -17,19 +18,22 @@
 
 namespace virtgate {
 
-// Shared by the pool, its leases and its close callbacks, so that a lease
-// outliving the pool (a worker abandoned in a stuck libvirt call) stays valid.
+// Shared by the pool, its leases, its close callbacks and its maintenance
+// thread, so that any of them outliving the pool (a worker abandoned in a
+// stuck libvirt call, a maintenance thread stuck opening) stays valid.
 class ConnectionPool::Core {
  public:
   explicit Core(Options options) : options_(std::move(options)), slots_(options_.size) {}
 
   struct Slot {
     ConnectHandle conn;         // null while closed
-    int in_flight = 0;          // leases out on this connection
+    int in_flight = 0;          // leases out on the current connection
     bool broken = false;        // seen dead; the maintenance thread replaces it
     absl::Time next_attempt = absl::InfinitePast();
     absl::Duration backoff = absl::ZeroDuration();
-    uint64_t generation = 0;    // bumps on every open, so stale callbacks are ignored
+    // Bumps whenever the slot's connection is dropped or opened, so releases
+    // of leases on an older connection, and its close callbacks, are ignored.
+    uint64_t generation = 0;
   };
 
   // Opaque data handed to libvirt's close callback.
@@ -39,9 +43,15 @@ class ConnectionPool::Core {
     uint64_t generation;
   };
 
+  struct Acquired {
+    int slot;
+    uint64_t generation;
+    virConnectPtr conn;
+  };
+
   const Options& options() const { return options_; }
 
-  absl::StatusOr<std::pair<int, virConnectPtr>> Acquire(absl::Time deadline) {
+  absl::StatusOr<Acquired> Acquire(absl::Time deadline) {
     const absl::Time cap = absl::Now() + options_.max_admission_wait;
     const bool capped_by_pool = cap < deadline;
     absl::MutexLock lock(&mu_);
@@ -60,7 +70,7 @@ class ConnectionPool::Core {
         Slot& s = slots_[best];
         ++s.in_flight;
         virConnectRef(s.conn.get());  // the lease's own reference
-        return std::make_pair(best, s.conn.get());
+        return Acquired{best, s.generation, s.conn.get()};
       }
       if (live == 0) return UnavailableLocked();
       // Every live connection is at its admission cap: wait for a release.
@@ -78,18 +88,20 @@ class ConnectionPool::Core {
     }
   }
 
-  void Release(int slot, virConnectPtr conn) {
+  void Release(int slot, uint64_t generation, virConnectPtr conn) {
     // Cheap and local (no round trip): catches a connection that died under
     // this call even on drivers without a close callback.
     const bool alive = virConnectIsAlive(conn) == 1;
     {
       absl::MutexLock lock(&mu_);
       Slot& s = slots_[slot];
-      --s.in_flight;
-      if (!alive && s.conn.get() == conn && !s.broken) {
-        s.broken = true;
-        last_error_ = absl::StrCat(options_.uri, ": connection is no longer alive");
-        wake_ = true;
+      if (s.generation == generation) {
+        --s.in_flight;
+        if (!alive && !s.broken) {
+          s.broken = true;
+          last_error_ = absl::StrCat(options_.uri, ": connection is no longer alive");
+          wake_ = true;
+        }
       }
     }
     virConnectClose(conn);  // drop the lease's reference
@@ -112,11 +124,10 @@ class ConnectionPool::Core {
         "hypervisor unavailable: ", last_error_.empty() ? options_.uri : last_error_));
   }
 
-  // One pass: drop broken connections, open those due. Runs on the
-  // maintenance thread (and once from Create).
-  void MaintainOnce() {
+  // Closes connections seen dead. Their RPCs fail at once (the client side
+  // is already closed), so this does not block on a stalled daemon.
+  void DropBroken() {
     std::vector<std::pair<int, ConnectHandle>> to_close;
-    std::vector<int> to_open;
     {
       absl::MutexLock lock(&mu_);
       const absl::Time now = absl::Now();
@@ -129,61 +140,88 @@ class ConnectionPool::Core {
         if (s.conn && s.broken) {
           to_close.emplace_back(i, std::move(s.conn));
           s.broken = false;
+          s.in_flight = 0;  // leases still out belong to the old generation
+          ++s.generation;
           s.next_attempt = now;  // first reconnect attempt is immediate
         }
-        if (!s.conn && s.next_attempt <= now) to_open.push_back(i);
       }
     }
     for (auto& [slot, conn] : to_close) {
-      virConnectUnregisterCloseCallback(conn.get(), &Core::CloseCallback);
       LogWarning("libvirt connection ", slot, " to ", options_.uri, " lost; reopening");
+      virConnectUnregisterCloseCallback(conn.get(), &Core::CloseCallback);
       conn.reset();  // leases still out hold their own references
-      (void)slot;
     }
-    for (int slot : to_open) {
-      absl::StatusOr<ConnectHandle> opened = Open(slot);
-      absl::MutexLock lock(&mu_);
-      Slot& s = slots_[slot];
-      if (opened.ok()) {
-        s.conn = std::move(*opened);
-        s.backoff = absl::ZeroDuration();
-      } else {
-        last_error_ = std::string(opened.status().message());
-        s.backoff = s.backoff == absl::ZeroDuration()
-                        ? options_.initial_backoff
-                        : std::min(s.backoff * 2, options_.max_backoff);
-        // Full jitter on the upper half keeps K slots (and many servers
-        // restarting together) from reconnecting in lockstep.
-        const double jitter = absl::Uniform(rng_, 0.5, 1.0);
-        s.next_attempt = absl::Now() + s.backoff * jitter;
+  }
+
+  // Opens the connections that are due, one by one; stops early on Stop().
+  void OpenDue() {
+    for (int slot = 0; slot < static_cast<int>(slots_.size()); ++slot) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+        const Slot& s = slots_[slot];
+        if (s.conn || s.next_attempt > absl::Now()) continue;
       }
+      uint64_t generation = 0;
+      absl::StatusOr<ConnectHandle> opened = Open(slot, &generation);
+      ConnectHandle discard;
+      {
+        absl::MutexLock lock(&mu_);
+        Slot& s = slots_[slot];
+        if (opened.ok() && !stopping_ && s.generation == generation) {
+          s.conn = std::move(*opened);
+          s.backoff = absl::ZeroDuration();
+        } else if (opened.ok()) {
+          discard = std::move(*opened);  // stopped meanwhile: close it below
+        } else {
+          last_error_ = std::string(opened.status().message());
+          s.backoff = s.backoff == absl::ZeroDuration()
+                          ? options_.initial_backoff
+                          : std::min(s.backoff * 2, options_.max_backoff);
+          // Jitter keeps K slots (and many servers restarting together)
+          // from reconnecting in lockstep.
+          const double jitter = absl::Uniform(rng_, 0.5, 1.0);
+          s.next_attempt = absl::Now() + s.backoff * jitter;
+        }
+      }
+      if (discard) virConnectUnregisterCloseCallback(discard.get(), &Core::CloseCallback);
+      NotifyIfChanged();
     }
   }
 
   void MaintenanceLoop() {
-    for (;;) {
-      MaintainOnce();
+    for (bool first = true;; first = false) {
+      // Report a loss before trying to reopen: an open may block for as long
+      // as libvirtd is stalled. (Nothing to report before the first try.)
+      DropBroken();
+      if (!first) NotifyIfChanged();
+      OpenDue();
       NotifyIfChanged();
       absl::MutexLock lock(&mu_);
+      first_pass_done_ = true;
+      if (stopping_) break;
       absl::Time wake_at = absl::Now() + options_.check_interval;
       for (const Slot& s : slots_) {
         if (!s.conn) wake_at = std::min(wake_at, s.next_attempt);
       }
       mu_.AwaitWithDeadline(absl::Condition(this, &Core::WakeRequestedLocked), wake_at);
       wake_ = false;
-      if (stopping_) return;
+      if (stopping_) break;
     }
+    absl::MutexLock lock(&mu_);
+    maintenance_exited_ = true;
   }
 
+  // Serialized (notify_mu_), and the value is read under the same lock it is
+  // announced under, so an older value can never overtake a newer one.
   void NotifyIfChanged() {
-    std::function<void(bool)> listener;
+    absl::MutexLock notify(&notify_mu_);
     bool up;
     {
       absl::MutexLock lock(&mu_);
       up = LiveCountLocked() > 0;
       if (announced_up_.has_value() && *announced_up_ == up) return;
       announced_up_ = up;
-      listener = listener_;
       if (up) {
         LogInfo("connected to ", options_.uri, " (", LiveCountLocked(), "/", slots_.size(),
                 " connections)");
@@ -191,17 +229,23 @@ class ConnectionPool::Core {
         LogWarning("hypervisor unavailable: ", last_error_, "; retrying with backoff");
       }
     }
-    if (listener) listener(up);
+    if (listener_) listener_(up);
   }
 
   void SetListener(std::function<void(bool)> listener) {
+    absl::MutexLock notify(&notify_mu_);
+    listener_ = std::move(listener);
     bool up;
     {
       absl::MutexLock lock(&mu_);
-      listener_ = listener;
       up = LiveCountLocked() > 0;
     }
-    if (listener) listener(up);
+    if (listener_) listener_(up);
+  }
+
+  bool WaitFirstPass(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(this, &Core::FirstPassDoneLocked), timeout);
   }
 
   Snapshot GetSnapshot() {
@@ -214,22 +258,31 @@ class ConnectionPool::Core {
     return snap;
   }
 
-  void Stop() {
+  // Stops the maintenance thread (waiting for it until `deadline`) and takes
+  // the connections out of the pool. Returns them for the caller to close.
+  std::vector<ConnectHandle> Stop(absl::Time deadline, bool* maintenance_stopped) {
     std::vector<ConnectHandle> conns;
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-      wake_ = true;
-      for (Slot& s : slots_) {
-        if (s.conn) conns.push_back(std::move(s.conn));
-      }
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    wake_ = true;
+    *maintenance_stopped = mu_.AwaitWithDeadline(
+        absl::Condition(this, &Core::MaintenanceExitedLocked), deadline);
+    for (Slot& s : slots_) {
+      if (s.conn) conns.push_back(std::move(s.conn));
+      ++s.generation;
     }
+    return conns;
+  }
+
+  static void CloseAll(std::vector<ConnectHandle> conns) {
     for (ConnectHandle& c : conns) {
       virConnectUnregisterCloseCallback(c.get(), &Core::CloseCallback);
+      c.reset();
     }
   }
 
   std::thread maintenance;
+  std::weak_ptr<Core> self;  // set right after construction
 
  private:
   static void CloseCallback(virConnectPtr /*conn*/, int reason, void* opaque) {
@@ -241,7 +294,11 @@ class ConnectionPool::Core {
   }
   static void FreeCookie(void* opaque) { delete static_cast<CloseCookie*>(opaque); }
 
-  absl::StatusOr<ConnectHandle> Open(int slot) {
+  absl::StatusOr<ConnectHandle> Open(int slot, uint64_t* generation) {
+    {
+      absl::MutexLock lock(&mu_);
+      *generation = ++slots_[slot].generation;
+    }
     const unsigned int flags = options_.read_only ? VIR_CONNECT_RO : 0;
     ConnectHandle conn(virConnectOpenAuth(options_.uri.c_str(), virConnectAuthPtrDefault, flags));
     if (!conn) return LastLibvirtError(options_.uri);
@@ -251,12 +308,7 @@ class ConnectionPool::Core {
       // Local drivers (test:///, qemu:///embed) have no keepalive.
       LogDebug(LastLibvirtError("keepalive").message());
     }
-    uint64_t generation;
-    {
-      absl::MutexLock lock(&mu_);
-      generation = ++slots_[slot].generation;
-    }
-    auto* cookie = new CloseCookie{weak_from_this_(), slot, generation};
+    auto* cookie = new CloseCookie{self, slot, *generation};
     if (virConnectRegisterCloseCallback(conn.get(), &Core::CloseCallback, cookie,
                                         &Core::FreeCookie) < 0) {
       delete cookie;
@@ -264,8 +316,6 @@ class ConnectionPool::Core {
     }
     return conn;
   }
-
-  std::weak_ptr<Core> weak_from_this_() { return self_; }
 
   int LiveCountLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     int n = 0;
@@ -283,28 +333,37 @@ class ConnectionPool::Core {
     return !any_live;
   }
   bool WakeRequestedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_; }
-
-  friend class ConnectionPool;
+  bool FirstPassDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return first_pass_done_; }
+  bool MaintenanceExitedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return maintenance_exited_;
+  }
 
   const Options options_;
-  std::weak_ptr<Core> self_;  // set right after construction
+  // Lock order: notify_mu_ before mu_.
+  absl::Mutex notify_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::function<void(bool)> listener_ ABSL_GUARDED_BY(notify_mu_);
   mutable absl::Mutex mu_;
   std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  bool first_pass_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool maintenance_exited_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<bool> announced_up_ ABSL_GUARDED_BY(mu_);
-  std::function<void(bool)> listener_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_;  // used by the maintenance thread only
 };
 
 // --- Lease
 
-ConnectionPool::Lease::Lease(std::shared_ptr<Core> core, int slot, virConnectPtr conn)
-    : core_(std::move(core)), slot_(slot), conn_(conn) {}
+ConnectionPool::Lease::Lease(std::shared_ptr<Core> core, int slot, uint64_t generation,
+                             virConnectPtr conn)
+    : core_(std::move(core)), slot_(slot), generation_(generation), conn_(conn) {}
 
 ConnectionPool::Lease::Lease(Lease&& other) noexcept
-    : core_(std::move(other.core_)), slot_(other.slot_), conn_(other.conn_) {
+    : core_(std::move(other.core_)),
+      slot_(other.slot_),
+      generation_(other.generation_),
+      conn_(other.conn_) {
   other.conn_ = nullptr;
 }
 
@@ -313,6 +372,7 @@ ConnectionPool::Lease& ConnectionPool::Lease::operator=(Lease&& other) noexcept 
     Release();
     core_ = std::move(other.core_);
     slot_ = other.slot_;
+    generation_ = other.generation_;
     conn_ = other.conn_;
     other.conn_ = nullptr;
   }
@@ -323,7 +383,7 @@ ConnectionPool::Lease::~Lease() { Release(); }
 
 void ConnectionPool::Lease::Release() {
   if (conn_ == nullptr) return;
-  core_->Release(slot_, conn_);
+  core_->Release(slot_, generation_, conn_);
   conn_ = nullptr;
   core_.reset();
 }
@@ -332,7 +392,7 @@ void ConnectionPool::Lease::Release() {
 
 ConnectionPool::ConnectionPool(Options options)
     : options_(options), core_(std::make_shared<Core>(std::move(options))) {
-  core_->self_ = core_;
+  core_->self = core_;
 }
 
 absl::StatusOr<std::unique_ptr<ConnectionPool>> ConnectionPool::Create(Options options) {
@@ -347,19 +407,22 @@ absl::StatusOr<std::unique_ptr<ConnectionPool>> ConnectionPool::Create(Options o
   }
   if (absl::Status s = EnsureLibvirtEventLoop(); !s.ok()) return s;
   std::unique_ptr<ConnectionPool> pool(new ConnectionPool(std::move(options)));
-  Core* core = pool->core_.get();
-  core->MaintainOnce();
-  core->NotifyIfChanged();
-  core->maintenance = std::thread([core] { core->MaintenanceLoop(); });
+  // The thread owns a reference: Shutdown may abandon it inside a stuck open.
+  pool->core_->maintenance = std::thread([core = pool->core_] { core->MaintenanceLoop(); });
+  if (!pool->core_->WaitFirstPass(pool->options_.initial_connect_wait)) {
+    LogWarning("libvirt at ", pool->options_.uri, " has not answered within ",
+               absl::FormatDuration(pool->options_.initial_connect_wait),
+               "; serving NOT_SERVING until it does");
+  }
   return pool;
 }
 
 ConnectionPool::~ConnectionPool() { Shutdown(); }
 
 absl::StatusOr<ConnectionPool::Lease> ConnectionPool::Acquire(absl::Time deadline) {
-  absl::StatusOr<std::pair<int, virConnectPtr>> got = core_->Acquire(deadline);
+  absl::StatusOr<Core::Acquired> got = core_->Acquire(deadline);
   if (!got.ok()) return got.status();
-  return Lease(core_, got->first, got->second);
+  return Lease(core_, got->slot, got->generation, got->conn);
 }
 
 void ConnectionPool::SetAvailabilityListener(std::function<void(bool up)> listener) {
@@ -368,10 +431,32 @@ void ConnectionPool::SetAvailabilityListener(std::function<void(bool up)> listen
 
 ConnectionPool::Snapshot ConnectionPool::GetSnapshot() const { return core_->GetSnapshot(); }
 
-void ConnectionPool::Shutdown() {
+void ConnectionPool::Shutdown(absl::Time deadline) {
   if (!core_->maintenance.joinable()) return;
-  core_->Stop();
-  core_->maintenance.join();
+  // A thread not stuck in libvirt stops within microseconds; give it that
+  // much even when the caller's grace is used up.
+  deadline = std::max(deadline, absl::Now() + absl::Milliseconds(200));
+  bool maintenance_stopped = false;
+  std::vector<ConnectHandle> conns = core_->Stop(deadline, &maintenance_stopped);
+  if (maintenance_stopped) {
+    core_->maintenance.join();
+  } else {
+    LogWarning("shutdown: abandoning the libvirt maintenance thread, stuck in libvirt");
+    core_->maintenance.detach();
+  }
+  // Closing talks to libvirtd, which may be stalled: close on a thread of its
+  // own and wait for it only until the deadline.
+  auto done = std::make_shared<absl::Notification>();
+  std::thread closer([conns = std::move(conns), done]() mutable {
+    Core::CloseAll(std::move(conns));
+    done->Notify();
+  });
+  if (done->WaitForNotificationWithDeadline(deadline)) {
+    closer.join();
+  } else {
+    LogWarning("shutdown: abandoning libvirt connections that did not close in time");
+    closer.detach();
+  }
 }
 
 }  // namespace virtgate

@@ -11,6 +11,9 @@
 //   with exponential backoff and jitter. Acquire() never opens a connection
 //   itself, so while none is up it fails at once with UNAVAILABLE
 //   ("hypervisor unavailable: <uri>: <libvirt error>").
+// - Stalls: opening a connection to a stopped libvirtd can block for as long
+//   as the daemon is stopped. Only the maintenance thread opens, so calls and
+//   health never wait for it, and Shutdown() abandons it after its deadline.
 //
 // Thread-safe. Acquire() blocks only while every live connection is at its
 // admission cap, and never past its deadline; call it from worker threads.
@@ -47,6 +50,10 @@ class ConnectionPool {
     // Longest Acquire() waits for a free admission slot when the caller's
     // deadline is later (or infinite); then RESOURCE_EXHAUSTED.
     absl::Duration max_admission_wait = absl::Seconds(30);
+    // How long Create() waits for the first attempt to open the connections
+    // (a reachable libvirt is then up when Create returns; a stalled one is
+    // not waited for longer).
+    absl::Duration initial_connect_wait = absl::Seconds(5);
   };
 
   struct Snapshot {
@@ -73,18 +80,19 @@ class ConnectionPool {
 
    private:
     friend class ConnectionPool;
-    Lease(std::shared_ptr<Core> core, int slot, virConnectPtr conn);
+    Lease(std::shared_ptr<Core> core, int slot, uint64_t generation, virConnectPtr conn);
     void Release();
 
     std::shared_ptr<Core> core_;
     int slot_ = -1;
+    uint64_t generation_ = 0;  // which connection of the slot this lease counts against
     virConnectPtr conn_ = nullptr;
   };
 
-  // Initialises libvirt's event loop, makes one attempt to open every
-  // connection (so a reachable libvirt is up when this returns), and starts
-  // the maintenance thread. Fails only for bad options; an unreachable
-  // libvirt is not an error here (the pool keeps trying).
+  // Initialises libvirt's event loop and starts the maintenance thread, which
+  // opens the connections; waits up to initial_connect_wait for its first
+  // attempt. Fails only for bad options; an unreachable or stalled libvirt is
+  // not an error here (the pool keeps trying, and reports it).
   static absl::StatusOr<std::unique_ptr<ConnectionPool>> Create(Options options);
   ~ConnectionPool();  // Shutdown()
 
@@ -103,8 +111,11 @@ class ConnectionPool {
   const Options& options() const { return options_; }
 
   // Stops the maintenance thread and drops the pool's connections (leases
-  // still out keep theirs alive until released). Idempotent.
-  void Shutdown();
+  // still out keep theirs alive until released). Waits until `deadline` (but
+  // at least 200ms) at most: a maintenance thread or a close stuck in a
+  // stalled libvirtd is
+  // abandoned (it holds its own reference to the pool's state). Idempotent.
+  void Shutdown(absl::Time deadline = absl::InfiniteFuture());
 
  private:
   explicit ConnectionPool(Options options);

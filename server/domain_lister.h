@@ -13,6 +13,7 @@
 #include <libvirt/libvirt.h>
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
@@ -40,7 +41,8 @@ class DomainLister {
     int max_page_size = 5000;
   };
 
-  DomainLister(Options options, DomainFactsCache* cache) : options_(options), cache_(cache) {}
+  DomainLister(Options options, std::shared_ptr<DomainFactsCache> cache)
+      : options_(options), cache_(std::move(cache)) {}
 
   absl::StatusOr<v1::ListDomainsResponse> List(virConnectPtr conn,
                                                const v1::ListDomainsRequest& request);
@@ -59,7 +61,7 @@ class DomainLister {
                                      const Stats* stats, bool refresh_facts);
 
   const Options options_;
-  DomainFactsCache* const cache_;
+  const std::shared_ptr<DomainFactsCache> cache_;
   std::atomic<bool> nowait_supported_{true};
 };
 

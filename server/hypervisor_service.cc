@@ -22,10 +22,11 @@ grpc::ServerUnaryReactor* HypervisorService::ListDomains(grpc::CallbackServerCon
   }
   return UnaryCall<v1::ListDomainsResponse>::Start(
       ctx, response, workers_,
-      [this, req = *request](absl::Time deadline) -> absl::StatusOr<v1::ListDomainsResponse> {
-        absl::StatusOr<ConnectionPool::Lease> lease = connections_->Acquire(deadline);
+      [pool = connections_, lister = lister_,
+       req = *request](absl::Time deadline) -> absl::StatusOr<v1::ListDomainsResponse> {
+        absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
         if (!lease.ok()) return lease.status();
-        return lister_->List(lease->get(), req);
+        return lister->List(lease->get(), req);
       });
 }
 
@@ -36,23 +37,31 @@ grpc::ServerUnaryReactor* HypervisorService::GetDomain(grpc::CallbackServerConte
     return FinishNow(ctx, s);
   }
   return UnaryCall<v1::Domain>::Start(
-      ctx, response, workers_, [this, req = *request](absl::Time deadline) -> absl::StatusOr<v1::Domain> {
-        absl::StatusOr<ConnectionPool::Lease> lease = connections_->Acquire(deadline);
+      ctx, response, workers_,
+      [pool = connections_, lister = lister_,
+       req = *request](absl::Time deadline) -> absl::StatusOr<v1::Domain> {
+        absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
         if (!lease.ok()) return lease.status();
-        return lister_->Get(lease->get(), req);
+        return lister->Get(lease->get(), req);
       });
 }
 
-v1::ConnectionInfo HypervisorService::ConnectionState() const {
-  const ConnectionPool::Snapshot snap = connections_->GetSnapshot();
-  v1::ConnectionInfo info;
-  info.set_up(snap.up());
-  info.set_connections_up(snap.connections_up);
-  info.set_connections_total(snap.connections_total);
-  info.set_last_error(snap.last_error);
-  info.set_read_only(connections_->options().read_only);
-  return info;
+namespace {
+
+// The parts of HostInfo that come from virtgated itself, not libvirt.
+void FillServerSide(const ConnectionPool& pool, v1::HostInfo* info) {
+  const ConnectionPool::Snapshot snap = pool.GetSnapshot();
+  v1::ConnectionInfo* c = info->mutable_connection();
+  c->set_up(snap.up());
+  c->set_connections_up(snap.connections_up);
+  c->set_connections_total(snap.connections_total);
+  c->set_last_error(snap.last_error);
+  c->set_read_only(pool.options().read_only);
+  info->set_uri(pool.options().uri);
+  info->set_server_version(VIRTGATE_VERSION);
 }
+
+}  // namespace
 
 grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerContext* ctx,
                                                          const v1::GetHostInfoRequest*,
@@ -60,15 +69,14 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
   // Unreachable libvirt is not an error here: the answer says so, at once,
   // without queueing behind libvirt work.
   if (!connections_->GetSnapshot().up()) {
-    response->set_uri(connections_->options().uri);
-    *response->mutable_connection() = ConnectionState();
-    response->set_server_version(VIRTGATE_VERSION);
+    FillServerSide(*connections_, response);
     return FinishNow(ctx, absl::OkStatus());
   }
   return UnaryCall<v1::HostInfo>::Start(
-      ctx, response, workers_, [this](absl::Time deadline) -> absl::StatusOr<v1::HostInfo> {
+      ctx, response, workers_,
+      [pool = connections_](absl::Time deadline) -> absl::StatusOr<v1::HostInfo> {
         v1::HostInfo info;
-        absl::StatusOr<ConnectionPool::Lease> lease = connections_->Acquire(deadline);
+        absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
         if (lease.ok()) {
           absl::StatusOr<v1::HostInfo> read = ReadHostInfo(lease->get());
           if (!read.ok() && read.status().code() != absl::StatusCode::kUnavailable) {
@@ -78,9 +86,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
         } else if (lease.status().code() != absl::StatusCode::kUnavailable) {
           return lease.status();
         }
-        info.set_uri(connections_->options().uri);
-        *info.mutable_connection() = ConnectionState();
-        info.set_server_version(VIRTGATE_VERSION);
+        FillServerSide(*pool, &info);
         return info;
       });
 }

@@ -2,8 +2,13 @@
 //
 // A thin edge: validates what needs no libvirt on the gRPC thread, hands the
 // rest to the WorkerPool (UnaryCall), and converts statuses once, here.
+//
+// The work handed to a worker holds shared references to the connection pool
+// and the lister, never `this`: a worker abandoned in a stuck libvirt call at
+// shutdown may return after the server is gone.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "server/connection_pool.h"
@@ -15,9 +20,10 @@ namespace virtgate {
 
 class HypervisorService final : public v1::Hypervisor::CallbackService {
  public:
-  // Borrows all three; they must outlive the gRPC server.
-  HypervisorService(WorkerPool* workers, ConnectionPool* connections, DomainLister* lister)
-      : workers_(workers), connections_(connections), lister_(lister) {}
+  // `workers` must outlive the gRPC server (only gRPC threads submit to it).
+  HypervisorService(WorkerPool* workers, std::shared_ptr<ConnectionPool> connections,
+                    std::shared_ptr<DomainLister> lister)
+      : workers_(workers), connections_(std::move(connections)), lister_(std::move(lister)) {}
 
   grpc::ServerUnaryReactor* ListDomains(grpc::CallbackServerContext* ctx,
                                         const v1::ListDomainsRequest* request,
@@ -32,11 +38,9 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
       grpc::CallbackServerContext* ctx, const v1::WatchLifecycleRequest* request) override;
 
  private:
-  v1::ConnectionInfo ConnectionState() const;
-
   WorkerPool* const workers_;
-  ConnectionPool* const connections_;
-  DomainLister* const lister_;
+  const std::shared_ptr<ConnectionPool> connections_;
+  const std::shared_ptr<DomainLister> lister_;
 };
 
 }  // namespace virtgate

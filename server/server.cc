@@ -95,10 +95,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
 
   server->workers_ = std::make_unique<WorkerPool>(
       WorkerPool::Options{options.workers, options.max_queued_calls});
-  server->facts_ = std::make_unique<DomainFactsCache>();
-  server->lister_ = std::make_unique<DomainLister>(DomainLister::Options{}, server->facts_.get());
-  server->service_ = std::make_unique<HypervisorService>(
-      server->workers_.get(), server->connections_.get(), server->lister_.get());
+  server->facts_ = std::make_shared<DomainFactsCache>();
+  server->lister_ = std::make_shared<DomainLister>(DomainLister::Options{}, server->facts_);
+  server->service_ = std::make_unique<HypervisorService>(server->workers_.get(),
+                                                         server->connections_, server->lister_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -108,7 +108,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   builder.RegisterService(server->service_.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (!server->grpc_server_ || selected_port == 0) {
-    server->connections_->Shutdown();
+    server->connections_->Shutdown(absl::Now() + absl::Seconds(1));
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen,
                      " (address in use, bad address, or no permission)"));
@@ -149,7 +149,7 @@ void Server::Shutdown(absl::Duration grace) {
     LogWarning("shutdown: abandoned ", abandoned,
                " worker(s) still inside libvirt calls after the grace period");
   }
-  connections_->Shutdown();
+  connections_->Shutdown(deadline);
   LogInfo("shut down");
 }
 

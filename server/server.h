@@ -69,10 +69,12 @@ class Server {
   Options options_;
   std::string address_;
   int port_ = 0;
-  std::unique_ptr<ConnectionPool> connections_;
+  // Shared with work in flight, which may outlive the Server (see
+  // HypervisorService).
+  std::shared_ptr<ConnectionPool> connections_;
   std::unique_ptr<WorkerPool> workers_;
-  std::unique_ptr<DomainFactsCache> facts_;
-  std::unique_ptr<DomainLister> lister_;
+  std::shared_ptr<DomainFactsCache> facts_;
+  std::shared_ptr<DomainLister> lister_;
   std::unique_ptr<HypervisorService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   absl::Mutex shutdown_mu_;

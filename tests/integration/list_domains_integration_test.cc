@@ -271,6 +271,58 @@ TEST(ReconnectIntegrationTest, SurvivesALibvirtdRestart) {
   EXPECT_EQ(listed[0].name(), "test");
 }
 
+// SIGTERM while libvirtd is stopped (SIGSTOP) and a call is stuck in it:
+// shutdown still ends within its grace period (plus the pool's short floor).
+TEST(StalledLibvirtdIntegrationTest, ShutdownIsBoundedWhileLibvirtdIsStopped) {
+  Rig rig;
+  absl::Status started = rig.Start(/*domains=*/2, /*start_every=*/1, "st-");
+  if (started.code() == absl::StatusCode::kFailedPrecondition) GTEST_SKIP() << started;
+  ASSERT_TRUE(started.ok()) << started;
+  rig.daemon->Pause();
+  grpc::ClientContext ctx;
+  v1::ListDomainsRequest req;
+  v1::ListDomainsResponse resp;
+  std::atomic<bool> finished{false};
+  grpc::Status call_status;
+  rig.stub->async()->ListDomains(&ctx, &req, &resp, [&](grpc::Status s) {
+    call_status = s;
+    finished = true;
+  });
+  // The call is inside libvirt (a worker is busy) before we shut down.
+  ASSERT_TRUE(WaitFor([&] { return rig.server->workers()->GetStats().busy == 1; },
+                      absl::Seconds(10)));
+  const absl::Time before = absl::Now();
+  rig.server->Shutdown(absl::Seconds(1));
+  EXPECT_LT(absl::Now() - before, absl::Seconds(3));
+  EXPECT_TRUE(WaitFor([&] { return finished.load(); }, absl::Seconds(5)));
+  EXPECT_FALSE(call_status.ok());
+  rig.daemon->Resume();
+}
+
+// libvirtd stopped at start-up: virtgated starts anyway (after a bounded
+// wait), reports NOT_SERVING, and serves once libvirtd answers.
+TEST(StalledLibvirtdIntegrationTest, StartsWhileLibvirtdIsStoppedAndServesWhenItAnswers) {
+  absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> daemon = PrivateLibvirtd::Start();
+  if (daemon.status().code() == absl::StatusCode::kFailedPrecondition) {
+    GTEST_SKIP() << daemon.status();
+  }
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  (*daemon)->Pause();
+  Server::Options o;
+  o.libvirt_uri = (*daemon)->uri();
+  o.listen = "127.0.0.1:0";
+  const absl::Time before = absl::Now();
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_LT(absl::Now() - before, absl::Seconds(10));
+  Rig view;  // only for its health helper
+  view.channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  EXPECT_FALSE(view.Serving());
+  (*daemon)->Resume();
+  EXPECT_TRUE(WaitFor([&] { return view.Serving(); }, absl::Seconds(30)));
+  server->reset();
+}
+
 // libvirt returns at most 16,384 domains per call; 20,000 must still list.
 // Slow (defining 20,000 domains); run apart under the ctest label "slow".
 TEST(LargeListingIntegrationTest, DISABLED_Lists20000Domains) {
