@@ -10,7 +10,8 @@ std::optional<DomainFacts> DomainFactsCache::Lookup(const std::string& uuid,
                                                     uint32_t id) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(uuid);
-  if (it == entries_.end() || it->second.name != name || it->second.id != id) {
+  if (it == entries_.end() || it->second.name != name || it->second.id != id ||
+      absl::Now() - it->second.fetched > ttl_) {
     return std::nullopt;
   }
   return it->second;
@@ -44,6 +45,7 @@ absl::StatusOr<DomainFacts> DomainFactsCache::Fetch(virDomainPtr dom, const std:
     return LastLibvirtError("virDomainGetAutostart " + facts.name);
   }
   facts.autostart = autostart != 0;
+  facts.fetched = absl::Now();
 
   absl::MutexLock lock(&mu_);
   entries_[uuid] = facts;

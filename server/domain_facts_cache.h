@@ -2,9 +2,11 @@
 // driver (the test driver's bulk stats have only the state), keyed by UUID.
 //
 // An entry is valid while the domain keeps the name and runtime id it had
-// when the entry was filled: a restart gets a new id, and a rename a new name,
-// so either refreshes it. Invalidate() drops an entry (lifecycle events call
-// it on redefinition); Retain() prunes domains that no longer exist.
+// when the entry was filled (a restart gets a new id, and a rename a new name,
+// so either refreshes it), and for at most `ttl`, which bounds how long a
+// redefinition of an inactive domain can go unseen. Invalidate() drops an
+// entry (lifecycle events will call it on redefinition); Retain() prunes
+// domains that no longer exist.
 //
 // Thread-safe; never calls libvirt while holding its lock.
 #pragma once
@@ -20,6 +22,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace virtgate {
 
@@ -32,10 +36,13 @@ struct DomainFacts {
   uint64_t max_memory_kib = 0;
   bool persistent = false;
   bool autostart = false;
+  absl::Time fetched;
 };
 
 class DomainFactsCache {
  public:
+  explicit DomainFactsCache(absl::Duration ttl = absl::Minutes(5)) : ttl_(ttl) {}
+
   // The entry for `uuid` if it was filled for this name and id.
   std::optional<DomainFacts> Lookup(const std::string& uuid, const std::string& name,
                                     uint32_t id) const;
@@ -54,6 +61,7 @@ class DomainFactsCache {
   uint64_t fetches() const;
 
  private:
+  const absl::Duration ttl_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, DomainFacts> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t fetches_ ABSL_GUARDED_BY(mu_) = 0;

@@ -86,7 +86,12 @@ absl::Status ListInto(virConnectPtr conn, unsigned int flags,
     return absl::OkStatus();
   }
   absl::Status status = LastLibvirtError("virConnectListAllDomains");
-  if (!IsTooManyDomains(status)) return status;
+  // The message may be translated (libvirtd's locale); an RPC-level failure
+  // on a connection that is still alive is the size limit too.
+  const bool too_many = IsTooManyDomains(status) ||
+                        (status.code() == absl::StatusCode::kUnavailable &&
+                         virConnectIsAlive(conn) == 1);
+  if (!too_many) return status;
   for (const auto& [a, b] : kSplits) {
     if (flags & (a | b)) continue;
     // a, b, then a again: a domain that moves from one side to the other once
@@ -313,6 +318,23 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
   for (const DomainHandle& d : *listed) {
     entries.push_back({DomainName(d.get()), DomainUuid(d.get()), d.get()});
   }
+  // persistent/autostart change without a new id, so they are not cached for
+  // listings: two flagged lists (usually short) give them for every domain,
+  // unless the request's own filter already pins the value.
+  absl::flat_hash_set<std::string> transient, autostart;
+  std::optional<bool> pinned_persistent, pinned_autostart;
+  if (request.has_persistent()) pinned_persistent = request.persistent();
+  if (request.has_autostart()) pinned_autostart = request.autostart();
+  for (auto [pinned, flag, set] :
+       {std::tuple{&pinned_persistent, VIR_CONNECT_LIST_DOMAINS_TRANSIENT, &transient},
+        std::tuple{&pinned_autostart, VIR_CONNECT_LIST_DOMAINS_AUTOSTART, &autostart}}) {
+    if (pinned->has_value()) continue;
+    absl::StatusOr<std::vector<DomainHandle>> flagged =
+        ListAllDomains(conn, ListFlags(request) | flag);
+    if (!flagged.ok()) return flagged.status();
+    for (const DomainHandle& d : *flagged) set->insert(DomainUuid(d.get()));
+  }
+
   const bool unfiltered = ListFlags(request) == 0;
   if (unfiltered && !cursor) {
     std::vector<std::string> uuids;
@@ -353,6 +375,8 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
           Describe(entries[i].dom, entries[i].uuid, it->second, /*refresh_facts=*/false);
       if (!d) continue;
       if (!wanted_states.empty() && !wanted_states.contains(d->state())) continue;
+      d->set_persistent(pinned_persistent.value_or(!transient.contains(d->uuid())));
+      d->set_autostart(pinned_autostart.value_or(autostart.contains(d->uuid())));
       *response.add_domains() = std::move(*d);
     }
     next = end;

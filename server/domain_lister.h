@@ -1,10 +1,13 @@
 // DomainLister: ListDomains and GetDomain against one libvirt connection.
 //
-// Cost per ListDomains page: one virConnectListAllDomains (more only past
-// libvirt's 16,384-domains-per-call limit, see ListAllDomains) and one bulk
+// Cost per ListDomains page, whatever the number of domains: one
+// virConnectListAllDomains (more only past libvirt's 16,384-domains-per-call
+// limit, see ListAllDomains), two more filtered by TRANSIENT and AUTOSTART
+// (persistence and autostart change without any other sign, so they are
+// read for every listing; skipped when a filter pins them), and one bulk
 // virDomainListGetStats for the page's domains, with NOWAIT where the driver
 // takes it, so a domain holding its job lock does not stall the listing.
-// Facts bulk stats lack come from DomainFactsCache, filled once per domain.
+// vCPUs and memory, where bulk stats lack them, come from DomainFactsCache.
 //
 // Thread-safe: many workers call it at once, each with its own connection.
 // Every method blocks on libvirt: call from worker threads only.

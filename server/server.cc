@@ -3,6 +3,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <arpa/inet.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -64,7 +66,11 @@ bool IsLoopbackOrUnix(const std::string& listen) {
     return absl::StartsWith(host, "[::1]");
   }
   host = host.substr(0, host.rfind(':'));
-  return host == "localhost" || absl::StartsWith(host, "127.");
+  if (host == "localhost") return true;
+  // Only a literal 127.0.0.0/8 address: "127.example.com" is a name.
+  in_addr addr;
+  return inet_pton(AF_INET, std::string(host).c_str(), &addr) == 1 &&
+         (ntohl(addr.s_addr) >> 24) == 127;
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {

@@ -308,6 +308,32 @@ TEST_F(HypervisorServiceTest, GetDomainSeesChangesAtOnce) {
   }
 }
 
+// Autostart and persistence change without a new id or any other sign;
+// listings read them from libvirt every time, never from a stale cache.
+TEST_F(HypervisorServiceTest, ListingsSeeAutostartAndPersistenceChangesAtOnce) {
+  Define("flip-", 2, /*start_every=*/1);  // both running
+  auto find = [&](const std::string& name) {
+    for (const v1::Domain& d : ListAll({})) {
+      if (d.name() == name) return d;
+    }
+    ADD_FAILURE() << name << " not listed";
+    return v1::Domain();
+  };
+  EXPECT_FALSE(find("flip-00000").autostart());
+  EXPECT_TRUE(find("flip-00001").persistent());  // the cache now holds both
+
+  DomainHandle a(virDomainLookupByName(admin_, "flip-00000"));
+  ASSERT_EQ(virDomainSetAutostart(a.get(), 1), 0);
+  DomainHandle b(virDomainLookupByName(admin_, "flip-00001"));
+  ASSERT_EQ(virDomainUndefine(b.get()), 0);  // running, so it becomes transient
+
+  EXPECT_TRUE(find("flip-00000").autostart());
+  EXPECT_FALSE(find("flip-00001").persistent());
+  v1::ListDomainsRequest autostart;
+  autostart.set_autostart(true);
+  for (const v1::Domain& d : ListAll(autostart)) EXPECT_TRUE(d.autostart()) << d.name();
+}
+
 TEST_F(HypervisorServiceTest, HostInfoDescribesTheTestDriver) {
   v1::HostInfo info;
   grpc::ClientContext ctx;
@@ -446,6 +472,8 @@ TEST_F(HypervisorServiceTest, PlaintextOnPublicAddressIsRefused) {
   EXPECT_TRUE(IsLoopbackOrUnix("localhost:50051"));
   EXPECT_FALSE(IsLoopbackOrUnix("[::]:50051"));
   EXPECT_FALSE(IsLoopbackOrUnix("10.0.0.1:50051"));
+  EXPECT_FALSE(IsLoopbackOrUnix("127.evil.example:50051"));
+  EXPECT_TRUE(IsLoopbackOrUnix("127.0.0.2:0"));
 }
 
 TEST_F(HypervisorServiceTest, ShutdownEndsQueuedCallsAndReportsNotServing) {
