@@ -5,7 +5,8 @@
 //   - the work's result (on the worker thread);
 //   - RESOURCE_EXHAUSTED / UNAVAILABLE at once, if the pool refuses the task;
 //   - UNAVAILABLE ("server shutting down") if the pool drops it unstarted;
-//   - CANCELLED, when the client cancels or its deadline passes (OnCancel):
+//   - CANCELLED or DEADLINE_EXCEEDED, when the client cancels or its deadline
+//     passes (OnCancel):
 //     the client gets its status on time and the worker's late result is
 //     dropped, so a stuck libvirt call never holds an RPC past its deadline.
 //
@@ -38,9 +39,9 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
   static grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* ctx, Response* response,
                                          WorkerPool* pool, Work work) {
-    auto* call = new UnaryCall(response);
-    std::shared_ptr<Shared> shared = call->shared_;
     const absl::Time deadline = absl::FromChrono(ctx->deadline());
+    auto* call = new UnaryCall(response, deadline);
+    std::shared_ptr<Shared> shared = call->shared_;
     absl::Status queued = pool->Submit([shared, deadline, work = std::move(work)](bool cancelled) {
       if (cancelled) {
         shared->Finish(absl::UnavailableError("server shutting down"));
@@ -53,7 +54,12 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
     return call;
   }
 
-  void OnCancel() override { shared_->Finish(absl::CancelledError("call cancelled by client")); }
+  void OnCancel() override {
+    // gRPC cancels both when the client does and when the deadline passes.
+    shared_->Finish(absl::Now() >= deadline_
+                        ? absl::DeadlineExceededError("deadline exceeded")
+                        : absl::CancelledError("call cancelled by client"));
+  }
   void OnDone() override { delete this; }
 
  private:
@@ -82,8 +88,10 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
     Response* const response;
   };
 
-  explicit UnaryCall(Response* response) : shared_(std::make_shared<Shared>(this, response)) {}
+  UnaryCall(Response* response, absl::Time deadline)
+      : deadline_(deadline), shared_(std::make_shared<Shared>(this, response)) {}
 
+  const absl::Time deadline_;
   std::shared_ptr<Shared> shared_;
 };
 
