@@ -155,7 +155,7 @@ class ConnectionPool::Core {
 
   // Opens the connections that are due, one by one; stops early on Stop().
   void OpenDue() {
-    for (int slot = 0; slot < static_cast<int>(slots_.size()); ++slot) {
+    for (int slot = 0; slot < options_.size; ++slot) {  // slots_ never resizes
       {
         absl::MutexLock lock(&mu_);
         if (stopping_) return;
