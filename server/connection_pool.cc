@@ -164,6 +164,11 @@ class ConnectionPool::Core {
       }
       uint64_t generation = 0;
       absl::StatusOr<ConnectHandle> opened = Open(slot, &generation);
+      if (opened.ok() && slot == 0 && options_.on_event_connection) {
+        if (absl::Status s = options_.on_event_connection(opened->get()); !s.ok()) {
+          LogError("cannot register for libvirt events on ", options_.uri, ": ", s.message());
+        }
+      }
       ConnectHandle discard;
       {
         absl::MutexLock lock(&mu_);

@@ -54,6 +54,12 @@ class ConnectionPool {
     // (a reachable libvirt is then up when Create returns; a stalled one is
     // not waited for longer).
     absl::Duration initial_connect_wait = absl::Seconds(5);
+    // Connection 0 also carries the event registrations. Called on the
+    // maintenance thread each time it is (re)opened, before it is leased
+    // out; registrations die with the connection, so this re-establishes
+    // them after every reconnect. An error is logged and the connection
+    // used anyway.
+    std::function<absl::Status(virConnectPtr)> on_event_connection;
   };
 
   struct Snapshot {

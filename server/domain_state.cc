@@ -48,6 +48,48 @@ std::string Pick(const absl::string_view (&names)[N], int reason) {
 
 }  // namespace
 
+namespace {
+
+// Indexed by the per-type detail enums of libvirt-domain.h (9.0).
+constexpr absl::string_view kDefined[] = {"added", "updated", "renamed", "from_snapshot"};
+constexpr absl::string_view kUndefined[] = {"removed", "renamed"};
+constexpr absl::string_view kStarted[] = {"booted", "migrated", "restored", "from_snapshot",
+                                         "wakeup"};
+constexpr absl::string_view kSuspended[] = {"paused", "migrated", "ioerror", "watchdog",
+                                           "restored", "from_snapshot", "api_error", "postcopy",
+                                           "postcopy_failed"};
+constexpr absl::string_view kResumed[] = {"unpaused", "migrated", "from_snapshot", "postcopy",
+                                         "postcopy_failed"};
+constexpr absl::string_view kStopped[] = {"shutdown", "destroyed", "crashed", "migrated",
+                                         "saved", "failed", "from_snapshot"};
+constexpr absl::string_view kShutdownDetail[] = {"finished", "guest", "host"};
+constexpr absl::string_view kPmsuspendedDetail[] = {"memory", "disk"};
+constexpr absl::string_view kCrashedDetail[] = {"panicked", "crashloaded"};
+
+}  // namespace
+
+v1::LifecycleEventType ToProtoEventType(int libvirt_event) {
+  if (libvirt_event < VIR_DOMAIN_EVENT_DEFINED || libvirt_event > VIR_DOMAIN_EVENT_CRASHED) {
+    return v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED;
+  }
+  return static_cast<v1::LifecycleEventType>(libvirt_event + 1);
+}
+
+std::string EventDetailName(int libvirt_event, int detail) {
+  switch (libvirt_event) {
+    case VIR_DOMAIN_EVENT_DEFINED: return Pick(kDefined, detail);
+    case VIR_DOMAIN_EVENT_UNDEFINED: return Pick(kUndefined, detail);
+    case VIR_DOMAIN_EVENT_STARTED: return Pick(kStarted, detail);
+    case VIR_DOMAIN_EVENT_SUSPENDED: return Pick(kSuspended, detail);
+    case VIR_DOMAIN_EVENT_RESUMED: return Pick(kResumed, detail);
+    case VIR_DOMAIN_EVENT_STOPPED: return Pick(kStopped, detail);
+    case VIR_DOMAIN_EVENT_SHUTDOWN: return Pick(kShutdownDetail, detail);
+    case VIR_DOMAIN_EVENT_PMSUSPENDED: return Pick(kPmsuspendedDetail, detail);
+    case VIR_DOMAIN_EVENT_CRASHED: return Pick(kCrashedDetail, detail);
+    default: return "unknown";
+  }
+}
+
 std::string StateReasonName(int libvirt_state, int reason) {
   switch (libvirt_state) {
     case VIR_DOMAIN_NOSTATE: return Pick(kNostate, reason);

@@ -15,4 +15,11 @@ v1::DomainState ToProtoState(int libvirt_state);
 // underscores ("booted", "from_snapshot", "destroyed"); "unknown" otherwise.
 std::string StateReasonName(int libvirt_state, int reason);
 
+// virDomainEventType -> LifecycleEventType (code + 1; unknown -> UNSPECIFIED).
+v1::LifecycleEventType ToProtoEventType(int libvirt_event);
+
+// The libvirt name of an event's detail ("booted", "destroyed", "paused"),
+// lower case with underscores; "unknown" for codes newer than this build.
+std::string EventDetailName(int libvirt_event, int detail);
+
 }  // namespace virtgate

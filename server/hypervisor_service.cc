@@ -92,16 +92,8 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
 }
 
 grpc::ServerWriteReactor<v1::WatchLifecycleResponse>* HypervisorService::WatchLifecycle(
-    grpc::CallbackServerContext*, const v1::WatchLifecycleRequest*) {
-  class Unimplemented final : public grpc::ServerWriteReactor<v1::WatchLifecycleResponse> {
-   public:
-    Unimplemented() {
-      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                          "WatchLifecycle is not implemented in this virtgated version"));
-    }
-    void OnDone() override { delete this; }
-  };
-  return new Unimplemented;
+    grpc::CallbackServerContext* ctx, const v1::WatchLifecycleRequest* request) {
+  return WatchReactor::Start(ctx, *request, hub_, &watches_);
 }
 
 }  // namespace virtgate

@@ -13,6 +13,8 @@
 
 #include "server/connection_pool.h"
 #include "server/domain_lister.h"
+#include "server/event_hub.h"
+#include "server/watch_reactor.h"
 #include "server/worker_pool.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
@@ -22,8 +24,15 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
  public:
   // `workers` must outlive the gRPC server (only gRPC threads submit to it).
   HypervisorService(WorkerPool* workers, std::shared_ptr<ConnectionPool> connections,
-                    std::shared_ptr<DomainLister> lister)
-      : workers_(workers), connections_(std::move(connections)), lister_(std::move(lister)) {}
+                    std::shared_ptr<DomainLister> lister, std::shared_ptr<EventHub> hub)
+      : workers_(workers),
+        connections_(std::move(connections)),
+        lister_(std::move(lister)),
+        hub_(std::move(hub)) {}
+
+  // Ends every open WatchLifecycle stream with UNAVAILABLE (server shutdown).
+  void EndWatches() { watches_.EndAll(); }
+  size_t open_watches() const { return watches_.size(); }
 
   grpc::ServerUnaryReactor* ListDomains(grpc::CallbackServerContext* ctx,
                                         const v1::ListDomainsRequest* request,
@@ -41,6 +50,8 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
   WorkerPool* const workers_;
   const std::shared_ptr<ConnectionPool> connections_;
   const std::shared_ptr<DomainLister> lister_;
+  const std::shared_ptr<EventHub> hub_;
+  WatchRegistry watches_;
 };
 
 }  // namespace virtgate

@@ -45,6 +45,11 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(bool, insecure, false,
           "allow plaintext gRPC on a non-loopback --listen address");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(int, event_history, 10000,
+          "lifecycle events kept for WatchLifecycle resume (resume_after_sequence)");
+ABSL_FLAG(int, watch_queue_depth, 1024,
+          "messages a watcher may fall behind before its stream ends with "
+          "RESOURCE_EXHAUSTED (it can then resume)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -89,6 +94,12 @@ int main(int argc, char** argv) {
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.insecure = absl::GetFlag(FLAGS_insecure);
+  if (absl::GetFlag(FLAGS_event_history) < 1 || absl::GetFlag(FLAGS_watch_queue_depth) < 1) {
+    std::fprintf(stderr, "virtgated: --event_history and --watch_queue_depth must be >= 1\n");
+    return 2;
+  }
+  options.event_history = absl::GetFlag(FLAGS_event_history);
+  options.watch_queue_depth = absl::GetFlag(FLAGS_watch_queue_depth);
 
   absl::StatusOr<std::unique_ptr<virtgate::Server>> server =
       virtgate::Server::BuildAndStart(options);

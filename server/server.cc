@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "server/lifecycle_events.h"
 #include "server/log.h"
 
 namespace virtgate {
@@ -88,6 +89,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   std::unique_ptr<Server> server(new Server());
   server->options_ = options;
 
+  // Events first: the pool registers for them as soon as it connects.
+  server->facts_ = std::make_shared<DomainFactsCache>();
+  server->hub_ = std::make_shared<EventHub>(
+      EventHub::Options{options.event_history, options.watch_queue_depth});
+  LogInfo("event epoch ", server->hub_->epoch());
+  LifecycleEventSource events(server->hub_, server->facts_);
+
   ConnectionPool::Options pool_options;
   pool_options.uri = options.libvirt_uri;
   pool_options.size = options.pool_size;
@@ -95,16 +103,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   pool_options.max_calls_per_connection = options.max_calls_per_connection;
   pool_options.keepalive_interval_s = options.keepalive_interval_s;
   pool_options.keepalive_count = options.keepalive_count;
+  pool_options.on_event_connection = [events](virConnectPtr conn) {
+    return events.Register(conn);
+  };
   absl::StatusOr<std::unique_ptr<ConnectionPool>> pool = ConnectionPool::Create(pool_options);
   if (!pool.ok()) return pool.status();
   server->connections_ = *std::move(pool);
 
   server->workers_ = std::make_unique<WorkerPool>(
       WorkerPool::Options{options.workers, options.max_queued_calls});
-  server->facts_ = std::make_shared<DomainFactsCache>();
   server->lister_ = std::make_shared<DomainLister>(DomainLister::Options{}, server->facts_);
-  server->service_ = std::make_unique<HypervisorService>(server->workers_.get(),
-                                                         server->connections_, server->lister_);
+  server->service_ = std::make_unique<HypervisorService>(
+      server->workers_.get(), server->connections_, server->lister_, server->hub_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -149,6 +159,11 @@ void Server::Shutdown(absl::Duration grace) {
   // NOT_SERVING first, and for good: load balancers drain us while we finish.
   connections_->SetAvailabilityListener(nullptr);
   grpc_server_->GetHealthCheckService()->Shutdown();
+  // Watches never end by themselves: end them now, telling clients where to
+  // resume, rather than holding shutdown for the whole grace period.
+  const size_t watches = service_->open_watches();
+  service_->EndWatches();
+  if (watches > 0) LogInfo("shutdown: ended ", watches, " open watch(es)");
   grpc_server_->Shutdown(absl::ToChronoTime(deadline));
   const int abandoned = workers_->Shutdown(deadline);
   if (abandoned > 0) {

@@ -16,6 +16,7 @@
 #include "server/connection_pool.h"
 #include "server/domain_facts_cache.h"
 #include "server/domain_lister.h"
+#include "server/event_hub.h"
 #include "server/hypervisor_service.h"
 #include "server/worker_pool.h"
 
@@ -34,6 +35,8 @@ class Server {
     int max_queued_calls = 1024;
     int keepalive_interval_s = 5;
     int keepalive_count = 5;
+    size_t event_history = 10000;
+    size_t watch_queue_depth = 1024;
     // TLS: both files set -> TLS; client CA set too -> clients must present a
     // certificate it signed (mTLS). Plaintext on a non-loopback address is
     // refused unless `insecure` is set.
@@ -62,6 +65,8 @@ class Server {
   ConnectionPool* connections() { return connections_.get(); }
   WorkerPool* workers() { return workers_.get(); }
   DomainFactsCache* facts() { return facts_.get(); }
+  EventHub* events() { return hub_.get(); }
+  HypervisorService* service() { return service_.get(); }
 
  private:
   Server() = default;
@@ -75,6 +80,7 @@ class Server {
   std::unique_ptr<WorkerPool> workers_;
   std::shared_ptr<DomainFactsCache> facts_;
   std::shared_ptr<DomainLister> lister_;
+  std::shared_ptr<EventHub> hub_;
   std::unique_ptr<HypervisorService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   absl::Mutex shutdown_mu_;

@@ -363,12 +363,30 @@ TEST_F(HypervisorServiceTest, HealthIsServingWithLibvirtUp) {
   }
 }
 
-TEST_F(HypervisorServiceTest, WatchLifecycleIsUnimplementedForNow) {
-  grpc::ClientContext ctx;
-  auto reader = stub_->WatchLifecycle(&ctx, {});
-  v1::WatchLifecycleResponse msg;
-  EXPECT_FALSE(reader->Read(&msg));
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+TEST_F(HypervisorServiceTest, WatchRejectsBadRequestsAtOnce) {
+  auto finish = [&](const v1::WatchLifecycleRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = stub_->WatchLifecycle(&ctx, req);
+    v1::WatchLifecycleResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    return reader->Finish();
+  };
+  v1::WatchLifecycleRequest bad_uuid;
+  bad_uuid.add_domain_uuids("nope");
+  EXPECT_EQ(finish(bad_uuid).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::WatchLifecycleRequest bad_type;
+  bad_type.add_event_types(v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED);
+  EXPECT_EQ(finish(bad_type).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::WatchLifecycleRequest foreign;
+  foreign.set_resume_after_sequence(1);
+  foreign.set_resume_epoch("another-server");
+  grpc::Status s = finish(foreign);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(s.error_message(), HasSubstr("epoch"));
+  v1::WatchLifecycleRequest initial;
+  initial.set_send_initial_state(true);
+  EXPECT_EQ(finish(initial).error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
 // The worker pool is the server's own; occupying it with a task stands in

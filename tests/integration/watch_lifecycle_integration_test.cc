@@ -1,0 +1,355 @@
+// WatchLifecycle against a real libvirtd (test driver) on a private socket:
+// the domain changes come from a separate libvirt connection, as from another
+// tool, and their events cross processes to virtgated.
+#include <grpcpp/grpcpp.h>
+#include <libvirt/libvirt.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/libvirt_handles.h"
+#include "server/server.h"
+#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/test_domains.h"
+#include "virtgate/v1/hypervisor.grpc.pb.h"
+
+namespace virtgate {
+namespace {
+
+using testing::PrivateLibvirtd;
+using testing::WaitFor;
+
+// A client-side watch collecting every message on a thread of its own.
+class Watcher {
+ public:
+  Watcher(v1::Hypervisor::Stub* stub, v1::WatchLifecycleRequest request, bool read = true)
+      : reader_(stub->WatchLifecycle(&ctx_, request)) {
+    if (read) thread_ = std::thread([this] { ReadAll(); });
+  }
+  ~Watcher() {
+    ctx_.TryCancel();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  std::vector<v1::WatchLifecycleResponse> Messages() {
+    absl::MutexLock lock(&mu_);
+    return messages_;
+  }
+  bool WaitForCount(size_t n, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return messages_.size() >= n || done_; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+    return messages_.size() >= n;
+  }
+  // Waits for the stream to end; returns its status.
+  std::optional<grpc::Status> WaitForEnd(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&done_), timeout);
+    if (!done_) return std::nullopt;
+    return status_;
+  }
+  std::string Trailer(const std::string& key) {
+    auto md = ctx_.GetServerTrailingMetadata();
+    auto it = md.find(key);
+    return it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+  }
+  void Cancel() { ctx_.TryCancel(); }
+  // For a watcher created with read = false: start reading now.
+  void StartReading() { thread_ = std::thread([this] { ReadAll(); }); }
+
+ private:
+  void ReadAll() {
+    v1::WatchLifecycleResponse m;
+    while (reader_->Read(&m)) {
+      absl::MutexLock lock(&mu_);
+      messages_.push_back(m);
+    }
+    grpc::Status s = reader_->Finish();
+    absl::MutexLock lock(&mu_);
+    status_ = s;
+    done_ = true;
+  }
+
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::WatchLifecycleResponse>> reader_;
+  std::thread thread_;
+  absl::Mutex mu_;
+  std::vector<v1::WatchLifecycleResponse> messages_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+std::string Describe(const v1::WatchLifecycleResponse& m) {
+  if (!m.has_event()) return "non-event";
+  return absl::StrCat(m.event().domain_name(), " ",
+                      v1::LifecycleEventType_Name(m.event().type()), "/", m.event().detail());
+}
+
+class WatchLifecycleIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> d = PrivateLibvirtd::Start();
+    if (d.status().code() == absl::StatusCode::kFailedPrecondition) GTEST_SKIP() << d.status();
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+    admin_.reset(virConnectOpen(daemon_->uri().c_str()));
+    ASSERT_NE(admin_, nullptr);
+    StartServer(/*queue_depth=*/1024);
+  }
+  void StartServer(size_t queue_depth) {
+    Server::Options o;
+    o.libvirt_uri = daemon_->uri();
+    o.listen = "127.0.0.1:0";
+    o.watch_queue_depth = queue_depth;
+    absl::StatusOr<std::unique_ptr<Server>> s = Server::BuildAndStart(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = *std::move(s);
+    stub_ = v1::Hypervisor::NewStub(
+        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    server_.reset();
+    admin_.reset();
+  }
+  // Subscribed watchers are registered with the hub before we act.
+  void WaitSubscribed(size_t n) {
+    ASSERT_TRUE(WaitFor([&] { return server_->events()->subscriber_count() == n; },
+                        absl::Seconds(10)));
+  }
+  DomainHandle Define(const std::string& name) {
+    DomainHandle d(virDomainDefineXML(admin_.get(), testing::TestDomainXml(name).c_str()));
+    EXPECT_NE(d, nullptr);
+    return d;
+  }
+
+  std::unique_ptr<PrivateLibvirtd> daemon_;
+  ConnectHandle admin_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::Hypervisor::Stub> stub_;
+};
+
+TEST_F(WatchLifecycleIntegrationTest, EachActionArrivesWithTypeDetailAndGapFreeSequence) {
+  Watcher w(stub_.get(), {});
+  WaitSubscribed(1);
+  DomainHandle d = Define("life");
+  ASSERT_EQ(virDomainCreate(d.get()), 0);
+  ASSERT_EQ(virDomainSuspend(d.get()), 0);
+  ASSERT_EQ(virDomainResume(d.get()), 0);
+  ASSERT_EQ(virDomainDestroy(d.get()), 0);
+  ASSERT_EQ(virDomainUndefine(d.get()), 0);
+  ASSERT_TRUE(w.WaitForCount(6, absl::Seconds(30)));
+  std::vector<v1::WatchLifecycleResponse> got = w.Messages();
+  std::vector<std::string> described;
+  for (const auto& m : got) described.push_back(Describe(m));
+  EXPECT_THAT(described, ::testing::ElementsAre(
+                             "life LIFECYCLE_EVENT_TYPE_DEFINED/added",
+                             "life LIFECYCLE_EVENT_TYPE_STARTED/booted",
+                             "life LIFECYCLE_EVENT_TYPE_SUSPENDED/paused",
+                             "life LIFECYCLE_EVENT_TYPE_RESUMED/unpaused",
+                             "life LIFECYCLE_EVENT_TYPE_STOPPED/destroyed",
+                             "life LIFECYCLE_EVENT_TYPE_UNDEFINED/removed"));
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  virDomainGetUUIDString(d.get(), uuid);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].sequence(), got[0].sequence() + i) << "gap-free";
+    EXPECT_EQ(got[i].epoch(), server_->events()->epoch());
+    EXPECT_EQ(got[i].event().domain_uuid(), uuid);
+    EXPECT_GT(got[i].time().seconds(), 0);
+  }
+  EXPECT_EQ(got[1].event().type_code(), VIR_DOMAIN_EVENT_STARTED);
+  EXPECT_EQ(got[1].event().detail_code(), VIR_DOMAIN_EVENT_STARTED_BOOTED);
+  EXPECT_GT(got[1].event().domain_id(), 0u);
+}
+
+TEST_F(WatchLifecycleIntegrationTest, HundredWatchersSeeTheIdenticalSequence) {
+  constexpr int kWatchers = 100, kEvents = 1000;
+  std::vector<std::unique_ptr<Watcher>> watchers;
+  for (int i = 0; i < kWatchers; ++i) watchers.push_back(std::make_unique<Watcher>(stub_.get(), v1::WatchLifecycleRequest()));
+  WaitSubscribed(kWatchers);
+  for (int i = 0; i < kEvents / 2; ++i) {
+    DomainHandle d = Define(absl::StrFormat("many-%04d", i));  // DEFINED
+    ASSERT_EQ(virDomainUndefine(d.get()), 0);                  // UNDEFINED
+  }
+  std::vector<uint64_t> first;
+  for (int i = 0; i < kWatchers; ++i) {
+    ASSERT_TRUE(watchers[i]->WaitForCount(kEvents, absl::Seconds(60))) << "watcher " << i;
+    std::vector<uint64_t> seqs;
+    for (const auto& m : watchers[i]->Messages()) seqs.push_back(m.sequence());
+    if (i == 0) {
+      first = seqs;
+      for (size_t k = 1; k < seqs.size(); ++k) ASSERT_EQ(seqs[k], seqs[k - 1] + 1);
+    }
+    EXPECT_EQ(seqs, first) << "watcher " << i;
+  }
+}
+
+TEST_F(WatchLifecycleIntegrationTest, FiltersDeliverExactlyTheMatchingEvents) {
+  DomainHandle a = Define("fa");
+  DomainHandle b = Define("fb");
+  char b_uuid[VIR_UUID_STRING_BUFLEN];
+  virDomainGetUUIDString(b.get(), b_uuid);
+  v1::WatchLifecycleRequest by_name;
+  by_name.add_domain_names("fa");
+  v1::WatchLifecycleRequest by_uuid;
+  by_uuid.add_domain_uuids(b_uuid);
+  v1::WatchLifecycleRequest by_type;
+  by_type.add_event_types(v1::LIFECYCLE_EVENT_TYPE_STARTED);
+  Watcher wn(stub_.get(), by_name), wu(stub_.get(), by_uuid), wt(stub_.get(), by_type);
+  Watcher all(stub_.get(), {});
+  WaitSubscribed(4);
+  ASSERT_EQ(virDomainCreate(a.get()), 0);
+  ASSERT_EQ(virDomainCreate(b.get()), 0);
+  ASSERT_EQ(virDomainDestroy(a.get()), 0);
+  ASSERT_EQ(virDomainDestroy(b.get()), 0);
+  ASSERT_TRUE(all.WaitForCount(4, absl::Seconds(30)));  // everything was delivered
+  auto names = [](Watcher& w) {
+    std::vector<std::string> out;
+    for (const auto& m : w.Messages()) out.push_back(Describe(m));
+    return out;
+  };
+  using ::testing::ElementsAre;
+  EXPECT_THAT(names(wn), ElementsAre("fa LIFECYCLE_EVENT_TYPE_STARTED/booted",
+                                     "fa LIFECYCLE_EVENT_TYPE_STOPPED/destroyed"));
+  EXPECT_THAT(names(wu), ElementsAre("fb LIFECYCLE_EVENT_TYPE_STARTED/booted",
+                                     "fb LIFECYCLE_EVENT_TYPE_STOPPED/destroyed"));
+  EXPECT_THAT(names(wt), ElementsAre("fa LIFECYCLE_EVENT_TYPE_STARTED/booted",
+                                     "fb LIFECYCLE_EVENT_TYPE_STARTED/booted"));
+}
+
+TEST_F(WatchLifecycleIntegrationTest, ResumeReplaysExactlyTheMissedEvents) {
+  std::vector<v1::WatchLifecycleResponse> before;
+  {
+    Watcher w(stub_.get(), {});
+    WaitSubscribed(1);
+    Define("r1");
+    ASSERT_TRUE(w.WaitForCount(1, absl::Seconds(30)));
+    before = w.Messages();
+  }
+  // Missed while disconnected:
+  DomainHandle r2 = Define("r2");
+  ASSERT_EQ(virDomainCreate(r2.get()), 0);
+  ASSERT_TRUE(WaitFor([&] { return server_->events()->last_sequence() >= before[0].sequence() + 2; },
+                      absl::Seconds(30)));
+  v1::WatchLifecycleRequest resume;
+  resume.set_resume_after_sequence(before[0].sequence());
+  resume.set_resume_epoch(before[0].epoch());
+  Watcher w(stub_.get(), resume);
+  ASSERT_TRUE(w.WaitForCount(2, absl::Seconds(30)));
+  std::vector<v1::WatchLifecycleResponse> got = w.Messages();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].sequence(), before[0].sequence() + 1);
+  EXPECT_EQ(Describe(got[0]), "r2 LIFECYCLE_EVENT_TYPE_DEFINED/added");
+  EXPECT_EQ(Describe(got[1]), "r2 LIFECYCLE_EVENT_TYPE_STARTED/booted");
+}
+
+TEST_F(WatchLifecycleIntegrationTest, ResumePastHistoryOrForeignEpochIsOutOfRange) {
+  server_.reset();
+  Server::Options o;
+  o.libvirt_uri = daemon_->uri();
+  o.listen = "127.0.0.1:0";
+  o.event_history = 2;
+  server_ = *Server::BuildAndStart(o);
+  stub_ = v1::Hypervisor::NewStub(
+      grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < 3; ++i) Define(absl::StrFormat("h%d", i));
+  ASSERT_TRUE(WaitFor([&] { return server_->events()->last_sequence() == 3; }, absl::Seconds(30)));
+  v1::WatchLifecycleRequest old;
+  old.set_resume_after_sequence(0 + 1);  // history holds 2..3: after 1 is fine
+  old.set_resume_epoch(server_->events()->epoch());
+  {
+    Watcher ok(stub_.get(), old);
+    EXPECT_TRUE(ok.WaitForCount(2, absl::Seconds(30)));
+  }
+  Define("h3");  // history now 3..4
+  ASSERT_TRUE(WaitFor([&] { return server_->events()->last_sequence() == 4; }, absl::Seconds(30)));
+  Watcher too_old(stub_.get(), old);
+  std::optional<grpc::Status> s = too_old.WaitForEnd(absl::Seconds(30));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  v1::WatchLifecycleRequest foreign = old;
+  foreign.set_resume_epoch("0123");
+  Watcher other(stub_.get(), foreign);
+  s = other.WaitForEnd(absl::Seconds(30));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->error_code(), grpc::StatusCode::OUT_OF_RANGE);
+}
+
+TEST_F(WatchLifecycleIntegrationTest, StalledWatcherOverflowsAloneAndResumesWithoutLoss) {
+  server_.reset();
+  StartServer(/*queue_depth=*/16);
+  Watcher reading(stub_.get(), {});
+  // A client that stops reading stalls the server's writes once HTTP/2 flow
+  // control runs out; a small window (and no BDP growth) makes that happen
+  // after a few messages rather than megabytes.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
+  auto slow_stub = v1::Hypervisor::NewStub(grpc::CreateCustomChannel(
+      server_->address(), grpc::InsecureChannelCredentials(), args));
+  Watcher stalled(slow_stub.get(), {}, /*read=*/false);  // never reads until we say
+  WaitSubscribed(2);
+  // Enough events to fill the stalled stream's window and then its queue.
+  constexpr int kPairs = 500;
+  for (int i = 0; i < kPairs; ++i) {
+    DomainHandle d = Define(absl::StrFormat("o%05d", i));
+    ASSERT_EQ(virDomainUndefine(d.get()), 0);
+  }
+  ASSERT_TRUE(reading.WaitForCount(2 * kPairs, absl::Seconds(120)));
+  EXPECT_FALSE(reading.WaitForEnd(absl::ZeroDuration()).has_value()) << "still open";
+  stalled.StartReading();
+  std::optional<grpc::Status> end = stalled.WaitForEnd(absl::Seconds(60));
+  ASSERT_TRUE(end.has_value());
+  EXPECT_EQ(end->error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << end->error_message();
+  uint64_t last = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(stalled.Trailer("virtgate-last-sequence"), &last));
+  std::vector<v1::WatchLifecycleResponse> got = stalled.Messages();
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.back().sequence(), last);
+  EXPECT_THAT(end->error_message(), ::testing::HasSubstr(absl::StrCat("last sequence ", last)));
+  // Resume from there: together they are exactly what the reader saw.
+  v1::WatchLifecycleRequest resume;
+  resume.set_resume_after_sequence(last);
+  resume.set_resume_epoch(server_->events()->epoch());
+  Watcher resumed(stub_.get(), resume);
+  const size_t missing = 2 * kPairs - got.size();
+  ASSERT_TRUE(resumed.WaitForCount(missing, absl::Seconds(60)));
+  std::vector<uint64_t> all, expected;
+  for (const auto& m : got) all.push_back(m.sequence());
+  for (const auto& m : resumed.Messages()) all.push_back(m.sequence());
+  for (const auto& m : reading.Messages()) expected.push_back(m.sequence());
+  EXPECT_EQ(all, expected);
+}
+
+TEST_F(WatchLifecycleIntegrationTest, CancelFreesAndShutdownEndsWatchesPromptly) {
+  {
+    std::vector<std::unique_ptr<Watcher>> ws;
+    for (int i = 0; i < 20; ++i) ws.push_back(std::make_unique<Watcher>(stub_.get(), v1::WatchLifecycleRequest()));
+    WaitSubscribed(20);
+  }  // cancelled
+  EXPECT_TRUE(WaitFor([&] { return server_->events()->subscriber_count() == 0 &&
+                                   server_->service()->open_watches() == 0; },
+                      absl::Seconds(10)));
+  Watcher w(stub_.get(), {});
+  WaitSubscribed(1);
+  Define("last");
+  ASSERT_TRUE(w.WaitForCount(1, absl::Seconds(30)));
+  const absl::Time before = absl::Now();
+  server_->Shutdown(absl::Seconds(10));
+  EXPECT_LT(absl::Now() - before, absl::Seconds(3)) << "watches must not hold shutdown";
+  std::optional<grpc::Status> end = w.WaitForEnd(absl::Seconds(10));
+  ASSERT_TRUE(end.has_value());
+  EXPECT_EQ(end->error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(end->error_message(), ::testing::HasSubstr("shutting down"));
+  EXPECT_EQ(w.Trailer("virtgate-last-sequence"), absl::StrCat(w.Messages().back().sequence()));
+}
+
+}  // namespace
+}  // namespace virtgate
