@@ -37,9 +37,81 @@ size_t WatchRegistry::size() const {
   return watches_.size();
 }
 
+// --- InitialView
+
+void InitialView::Add(const v1::Domain& d) {
+  Shown& s = domains_[d.uuid()];
+  s.active = d.id() != 0 || d.state() == v1::DOMAIN_STATE_RUNNING ||
+             d.state() == v1::DOMAIN_STATE_PAUSED || d.state() == v1::DOMAIN_STATE_BLOCKED ||
+             d.state() == v1::DOMAIN_STATE_PMSUSPENDED;
+  s.paused = d.state() == v1::DOMAIN_STATE_PAUSED;
+  s.persistent = d.persistent();
+  s.id = d.id();
+}
+
+bool InitialView::IsNew(const v1::LifecycleEvent& e) {
+  auto it = domains_.find(e.domain_uuid());
+  const bool shown = it != domains_.end();
+  Shown s = shown ? it->second : Shown{};
+  bool is_new = true;
+  switch (e.type()) {
+    case v1::LIFECYCLE_EVENT_TYPE_DEFINED:
+      // "added" creates a persistent definition; one already shown was seen.
+      if (e.detail() == "added" && shown && s.persistent) is_new = false;
+      s.persistent = true;
+      break;
+    case v1::LIFECYCLE_EVENT_TYPE_UNDEFINED:
+      if (!shown || !s.persistent) is_new = false;
+      s.persistent = false;
+      break;
+    case v1::LIFECYCLE_EVENT_TYPE_STARTED:
+      // A start needs an inactive domain; each start gets a new id.
+      if (shown && s.active && s.id == e.domain_id()) is_new = false;
+      s.active = true;
+      s.paused = false;
+      s.id = e.domain_id();
+      break;
+    case v1::LIFECYCLE_EVENT_TYPE_SUSPENDED:
+      if (shown && s.paused) is_new = false;
+      s.paused = true;
+      break;
+    case v1::LIFECYCLE_EVENT_TYPE_RESUMED:
+      if (shown && s.active && !s.paused) is_new = false;
+      s.paused = false;
+      break;
+    case v1::LIFECYCLE_EVENT_TYPE_STOPPED:
+      if (!shown || !s.active) is_new = false;
+      s.active = false;
+      s.paused = false;
+      s.id = 0;
+      break;
+    default:
+      break;  // SHUTDOWN, PMSUSPENDED, CRASHED: informational, never dropped
+  }
+  // A transient domain vanishes when it stops or is undefined while off.
+  if (!s.persistent && !s.active && e.type() != v1::LIFECYCLE_EVENT_TYPE_DEFINED) {
+    domains_.erase(e.domain_uuid());
+  } else {
+    domains_[e.domain_uuid()] = s;
+  }
+  return is_new;
+}
+
 // --- WatchReactor
 
 namespace {
+
+// How long after `synced` an event may still be one the snapshot reflected.
+// libvirt delivers events within milliseconds; this is generous.
+constexpr absl::Duration kInitialViewWindow = absl::Seconds(5);
+
+void Stamp(v1::WatchLifecycleResponse* m, uint64_t sequence, const std::string& epoch) {
+  const int64_t nanos = absl::ToUnixNanos(absl::Now());
+  m->set_sequence(sequence);
+  m->set_epoch(epoch);
+  m->mutable_time()->set_seconds(nanos / 1000000000);
+  m->mutable_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+}
 
 absl::StatusOr<WatchFilter> ParseFilter(const v1::WatchLifecycleRequest& request) {
   WatchFilter filter;
@@ -66,21 +138,29 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }  // namespace
 
 WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
-                                  const v1::WatchLifecycleRequest& request,
-                                  std::shared_ptr<EventHub> hub, WatchRegistry* registry) {
-  auto* watch = new WatchReactor(ctx, std::move(hub), registry);
+                                  const v1::WatchLifecycleRequest& request, const WatchDeps& deps,
+                                  WatchRegistry* registry) {
+  auto* watch = new WatchReactor(ctx, deps.hub, registry);
   absl::Status refused;
   absl::StatusOr<WatchFilter> filter = ParseFilter(request);
+  const bool initial = request.send_initial_state();
+  WatchFilter domains_only;
   if (!filter.ok()) {
     refused = filter.status();
-  } else if (request.send_initial_state()) {
-    refused = absl::UnimplementedError(
-        "send_initial_state is not implemented in this virtgated version yet");
+  } else if (initial && (request.resume_after_sequence() > 0 || !request.resume_epoch().empty())) {
+    refused = absl::InvalidArgumentError(
+        "send_initial_state and resume_after_sequence exclude each other: resume, or re-list");
   } else if (request.coalesce_ms() != 0) {
     refused = absl::UnimplementedError(
         "coalesce_ms is not implemented in this virtgated version yet");
   } else if (request.resume_after_sequence() == 0 && !request.resume_epoch().empty()) {
     refused = absl::InvalidArgumentError("resume_epoch needs resume_after_sequence");
+  }
+  if (refused.ok() && initial) {
+    // The view must see every event of its domains; types are filtered here.
+    watch->local_types_ = std::move(filter->types);
+    filter->types.clear();
+    domains_only = *filter;
   }
   if (refused.ok()) {
     std::optional<uint64_t> resume;
@@ -92,7 +172,8 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
     if (sub.ok()) {
       absl::MutexLock lock(&watch->mu_);
       watch->subscriber_ = *std::move(sub);
-      watch->last_sent_ = resume.value_or(0);
+      watch->last_sent_ = watch->subscriber_->last_taken();
+      watch->listing_ = initial;
     } else {
       refused = sub.status();
     }
@@ -103,9 +184,82 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
     return watch;
   }
   registry->Add(watch);
-  // Replayed messages (on resume) are already queued.
-  watch->OnMessages();
+  if (initial) {
+    watch->StartInitialListing(deps, domains_only);  // subscribed first, then list
+  } else {
+    watch->OnMessages();  // replayed messages (on resume) are already queued
+  }
   return watch;
+}
+
+void WatchReactor::StartInitialListing(const WatchDeps& deps, const WatchFilter& domains_only) {
+  absl::Status queued = deps.workers->Submit(
+      [handle = handle_, pool = deps.connections, lister = deps.lister,
+       filter = domains_only](bool cancelled) {
+        absl::StatusOr<std::vector<v1::Domain>> result;
+        if (cancelled) {
+          result = absl::UnavailableError("server shutting down");
+        } else if (absl::StatusOr<ConnectionPool::Lease> lease =
+                       pool->Acquire(absl::Now() + absl::Seconds(60));
+                   !lease.ok()) {
+          result = lease.status();
+        } else {
+          // Every page, in one go: the snapshot is one view.
+          std::vector<v1::Domain> all;
+          v1::ListDomainsRequest req;
+          req.set_page_size(1 << 20);  // capped by the lister
+          for (;;) {
+            absl::StatusOr<v1::ListDomainsResponse> page = lister->List(lease->get(), req);
+            if (!page.ok()) {
+              result = page.status();
+              break;
+            }
+            for (v1::Domain& d : *page->mutable_domains()) {
+              v1::WatchLifecycleResponse probe;
+              probe.mutable_event()->set_domain_uuid(d.uuid());
+              probe.mutable_event()->set_domain_name(d.name());
+              if (filter.Matches(probe)) all.push_back(std::move(d));
+            }
+            if (page->next_page_token().empty()) {
+              result = std::move(all);
+              break;
+            }
+            req.set_page_token(page->next_page_token());
+          }
+        }
+        absl::MutexLock lock(&handle->mu);
+        if (handle->watch != nullptr) handle->watch->OnInitialListing(std::move(result));
+      });
+  if (!queued.ok()) {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(ToGrpc(queued));
+  }
+}
+
+void WatchReactor::OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> listed) {
+  absl::MutexLock lock(&mu_);
+  if (finished_) return;
+  if (!listed.ok()) {
+    FinishLocked(ToGrpc(listed.status()));
+    return;
+  }
+  // Events up to the subscription point are certainly reflected.
+  const uint64_t reflected = last_sent_;
+  view_.emplace();
+  for (v1::Domain& d : *listed) {
+    view_->Add(d);
+    v1::WatchLifecycleResponse m;
+    Stamp(&m, reflected, hub_->epoch());
+    *m.mutable_initial()->mutable_domain() = std::move(d);
+    preamble_.push_back(std::move(m));
+  }
+  v1::WatchLifecycleResponse synced;
+  Stamp(&synced, reflected, hub_->epoch());
+  synced.mutable_synced();
+  preamble_.push_back(std::move(synced));
+  view_until_ = absl::Now() + kInitialViewWindow;
+  listing_ = false;
+  PumpLocked();
 }
 
 void WatchReactor::OnMessages() {
@@ -114,10 +268,29 @@ void WatchReactor::OnMessages() {
 }
 
 void WatchReactor::PumpLocked() {
-  if (finished_ || write_in_flight_ || !subscriber_) return;
-  std::vector<v1::WatchLifecycleResponse> next = subscriber_->Drain(1);
-  if (!next.empty()) {
-    writing_ = std::move(next.front());
+  if (finished_ || write_in_flight_ || !subscriber_ || listing_) return;
+  if (!preamble_.empty()) {
+    writing_ = std::move(preamble_.front());
+    preamble_.pop_front();
+    write_in_flight_ = true;
+    StartWrite(&writing_);
+    return;
+  }
+  for (;;) {
+    std::vector<v1::WatchLifecycleResponse> next = subscriber_->Drain(1);
+    if (next.empty()) break;
+    v1::WatchLifecycleResponse& m = next.front();
+    if (m.has_event()) {
+      if (view_.has_value() && absl::Now() > view_until_) view_.reset();
+      const bool already_shown = view_.has_value() && !view_->IsNew(m.event());
+      const bool unwanted = !local_types_.empty() && !local_types_.contains(m.event().type());
+      if (already_shown || unwanted) {
+        // Nothing in flight: the client has everything up to here.
+        last_sent_ = m.sequence();
+        continue;
+      }
+    }
+    writing_ = std::move(m);
     write_in_flight_ = true;
     StartWrite(&writing_);
     return;
@@ -133,7 +306,7 @@ void WatchReactor::PumpLocked() {
 void WatchReactor::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   write_in_flight_ = false;
-  if (ok) last_sent_ = writing_.sequence();
+  if (ok) last_sent_ = std::max(last_sent_, writing_.sequence());
   if (finish_after_write_.has_value()) {
     grpc::Status s = *std::move(finish_after_write_);
     finish_after_write_.reset();
@@ -179,6 +352,10 @@ void WatchReactor::FinishLocked(grpc::Status status) {
 }
 
 void WatchReactor::OnDone() {
+  {
+    absl::MutexLock lock(&handle_->mu);  // waits for a listing worker's callback
+    handle_->watch = nullptr;
+  }
   registry_->Remove(this);
   if (subscriber_) hub_->Unsubscribe(subscriber_);  // no wake after this returns
   delete this;

@@ -12,23 +12,65 @@
 //   RESOURCE_EXHAUSTED  the watcher fell --watch_queue_depth messages behind;
 //   UNAVAILABLE         the server is shutting down;
 //   OUT_OF_RANGE        the resume point is gone (at start).
+//
+// send_initial_state: the reactor subscribes first, then lists on a worker;
+// it sends one `initial` per matching domain and a `synced` marker, then the
+// live events queued since the subscription. An event that races the listing
+// may already be reflected in it; InitialView drops exactly those events that
+// are impossible given what the client was shown (a STARTED for a domain
+// shown active with that id, a STOPPED for one shown inactive, ...), so no
+// transition is lost or duplicated around the marker.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/time/time.h"
 #include "absl/synchronization/mutex.h"
+#include "server/connection_pool.h"
+#include "server/domain_lister.h"
 #include "server/event_hub.h"
+#include "server/worker_pool.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
 
 class WatchReactor;
+
+// What a send_initial_state watcher was shown, per domain, kept up to date
+// with the events that follow, for a short window after `synced`.
+class InitialView {
+ public:
+  void Add(const v1::Domain& domain);
+  // False if `event` cannot have happened after what the view shows, i.e. it
+  // was already reflected in the snapshot. Updates the view either way.
+  bool IsNew(const v1::LifecycleEvent& event);
+  size_t size() const { return domains_.size(); }
+
+ private:
+  struct Shown {
+    bool active = false;
+    bool paused = false;
+    bool persistent = false;
+    uint32_t id = 0;
+  };
+  absl::flat_hash_map<std::string, Shown> domains_;  // by uuid; absent = not shown
+};
+
+// Everything a watch needs to list domains for send_initial_state.
+struct WatchDeps {
+  std::shared_ptr<EventHub> hub;
+  WorkerPool* workers = nullptr;
+  std::shared_ptr<ConnectionPool> connections;
+  std::shared_ptr<DomainLister> lister;
+};
 
 // The open watches, so shutdown can end them. Thread-safe.
 class WatchRegistry {
@@ -50,8 +92,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   // Starts the stream (or finishes it at once for a bad request). Owned by
   // gRPC until OnDone.
   static WatchReactor* Start(grpc::CallbackServerContext* ctx,
-                             const v1::WatchLifecycleRequest& request,
-                             std::shared_ptr<EventHub> hub, WatchRegistry* registry);
+                             const v1::WatchLifecycleRequest& request, const WatchDeps& deps,
+                             WatchRegistry* registry);
 
   // Ends the stream with UNAVAILABLE ("server shutting down"). Any thread.
   void EndForShutdown();
@@ -61,9 +103,23 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   void OnDone() override;
 
  private:
+  // Lets a listing worker reach the reactor only while it exists.
+  struct Handle {
+    absl::Mutex mu;
+    WatchReactor* watch ABSL_GUARDED_BY(mu);
+  };
+
   WatchReactor(grpc::CallbackServerContext* ctx, std::shared_ptr<EventHub> hub,
                WatchRegistry* registry)
-      : ctx_(ctx), hub_(std::move(hub)), registry_(registry) {}
+      : ctx_(ctx), hub_(std::move(hub)), registry_(registry), handle_(std::make_shared<Handle>()) {
+    absl::MutexLock lock(&handle_->mu);
+    handle_->watch = this;
+  }
+
+  // Lists the domains on a worker and queues initial states + synced.
+  void StartInitialListing(const WatchDeps& deps, const WatchFilter& domains_only);
+  // On the worker, with the listing (or why it failed).
+  void OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> listed);
 
   // Called by the hub when messages arrive or the queue overflows.
   void OnMessages();
@@ -78,6 +134,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   const std::shared_ptr<EventHub> hub_;
   WatchRegistry* const registry_;
   std::shared_ptr<EventHub::Subscriber> subscriber_;  // set once, in Start
+  const std::shared_ptr<Handle> handle_;
+  // Set in Start: event types this reactor filters itself (initial-state
+  // watches see every event of their domains, to keep InitialView right).
+  absl::flat_hash_set<int> local_types_;
 
   absl::Mutex mu_;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
@@ -85,6 +145,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   std::optional<grpc::Status> finish_after_write_ ABSL_GUARDED_BY(mu_);
   v1::WatchLifecycleResponse writing_ ABSL_GUARDED_BY(mu_);  // alive until OnWriteDone
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  bool listing_ ABSL_GUARDED_BY(mu_) = false;  // initial states not ready yet
+  std::deque<v1::WatchLifecycleResponse> preamble_ ABSL_GUARDED_BY(mu_);
+  std::optional<InitialView> view_ ABSL_GUARDED_BY(mu_);
+  absl::Time view_until_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace virtgate

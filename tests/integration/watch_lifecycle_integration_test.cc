@@ -5,6 +5,7 @@
 #include <libvirt/libvirt.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -326,6 +327,125 @@ TEST_F(WatchLifecycleIntegrationTest, StalledWatcherOverflowsAloneAndResumesWith
   for (const auto& m : resumed.Messages()) all.push_back(m.sequence());
   for (const auto& m : reading.Messages()) expected.push_back(m.sequence());
   EXPECT_EQ(all, expected);
+}
+
+TEST_F(WatchLifecycleIntegrationTest, InitialStateShowsEveryDomainThenSynced) {
+  DomainHandle a = Define("i-a");
+  DomainHandle b = Define("i-b");
+  ASSERT_EQ(virDomainCreate(b.get()), 0);
+  ASSERT_EQ(virDomainSuspend(b.get()), 0);
+  v1::WatchLifecycleRequest req;
+  req.set_send_initial_state(true);
+  Watcher w(stub_.get(), req);
+  ASSERT_TRUE(w.WaitForCount(4, absl::Seconds(30)));  // test, i-a, i-b, synced
+  std::vector<v1::WatchLifecycleResponse> got = w.Messages();
+  std::map<std::string, v1::DomainState> shown;
+  for (size_t i = 0; i + 1 < got.size(); ++i) {
+    ASSERT_TRUE(got[i].has_initial()) << i;
+    shown[got[i].initial().domain().name()] = got[i].initial().domain().state();
+  }
+  EXPECT_TRUE(got.back().has_synced());
+  EXPECT_EQ(shown, (std::map<std::string, v1::DomainState>{
+                       {"i-a", v1::DOMAIN_STATE_SHUTOFF},
+                       {"i-b", v1::DOMAIN_STATE_PAUSED},
+                       {"test", v1::DOMAIN_STATE_RUNNING}}));
+  // Live events follow the marker.
+  ASSERT_EQ(virDomainCreate(a.get()), 0);
+  ASSERT_TRUE(w.WaitForCount(5, absl::Seconds(30)));
+  EXPECT_EQ(Describe(w.Messages()[4]), "i-a LIFECYCLE_EVENT_TYPE_STARTED/booted");
+}
+
+// A client-side model of a domain, driven by the initial view and events.
+struct Model {
+  bool exists = false, active = false, paused = false;
+};
+
+TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChurn) {
+  constexpr int kDomains = 20;
+  std::vector<std::string> names;
+  for (int i = 0; i < kDomains; ++i) {
+    names.push_back(absl::StrFormat("churn-%02d", i));
+    Define(names.back());
+  }
+  std::atomic<bool> stop{false};
+  std::thread churner([&] {
+    ConnectHandle conn(virConnectOpen(daemon_->uri().c_str()));
+    for (int round = 0; !stop && round < 100000; ++round) {
+      DomainHandle d(virDomainLookupByName(conn.get(), names[round % kDomains].c_str()));
+      int state = 0, reason = 0;
+      virDomainGetState(d.get(), &state, &reason, 0);
+      if (state == VIR_DOMAIN_SHUTOFF) virDomainCreate(d.get());
+      else if (state == VIR_DOMAIN_RUNNING && round % 3 == 0) virDomainSuspend(d.get());
+      else if (state == VIR_DOMAIN_PAUSED) virDomainResume(d.get());
+      else virDomainDestroy(d.get());
+    }
+  });
+  // Several watches start while states change under them.
+  std::vector<std::unique_ptr<Watcher>> watchers;
+  v1::WatchLifecycleRequest req;
+  req.set_send_initial_state(true);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(WaitFor([&] { return server_->events()->last_sequence() >= uint64_t(40 * (i + 1)); },
+                        absl::Seconds(30)));
+    watchers.push_back(std::make_unique<Watcher>(stub_.get(), req));
+  }
+  ASSERT_TRUE(WaitFor([&] { return server_->events()->last_sequence() >= 400; }, absl::Seconds(60)));
+  stop = true;
+  churner.join();
+  // A sentinel after the churn: once a watcher has it, it has everything.
+  Define("zz-sentinel");
+  absl::StatusOr<std::map<std::string, testing::TruthEntry>> truth = testing::GroundTruth(admin_.get());
+  ASSERT_TRUE(truth.ok());
+  for (size_t w = 0; w < watchers.size(); ++w) {
+    ASSERT_TRUE(WaitFor([&] {
+      for (const auto& m : watchers[w]->Messages()) {
+        if (m.has_event() && m.event().domain_name() == "zz-sentinel") return true;
+      }
+      return false;
+    }, absl::Seconds(60))) << "watcher " << w;
+    std::map<std::string, Model> model;
+    bool synced = false;
+    int events = 0;
+    for (const auto& m : watchers[w]->Messages()) {
+      if (m.has_initial()) {
+        ASSERT_FALSE(synced);
+        const v1::Domain& d = m.initial().domain();
+        model[d.uuid()] = {true, d.state() == v1::DOMAIN_STATE_RUNNING ||
+                                     d.state() == v1::DOMAIN_STATE_PAUSED,
+                           d.state() == v1::DOMAIN_STATE_PAUSED};
+      } else if (m.has_synced()) {
+        synced = true;
+      } else if (m.has_event()) {
+        ASSERT_TRUE(synced) << "events only after the marker";
+        ++events;
+        Model& d = model[m.event().domain_uuid()];
+        const std::string what = absl::StrCat("watcher ", w, " seq ", m.sequence(), " ", Describe(m));
+        // Each delivered event must be a valid transition from what the
+        // client has: a duplicate of something already shown is not.
+        switch (m.event().type()) {
+          case v1::LIFECYCLE_EVENT_TYPE_DEFINED: d.exists = true; break;
+          case v1::LIFECYCLE_EVENT_TYPE_STARTED:
+            EXPECT_FALSE(d.active) << what; d.active = true; d.paused = false; break;
+          case v1::LIFECYCLE_EVENT_TYPE_SUSPENDED:
+            EXPECT_TRUE(d.active && !d.paused) << what; d.paused = true; break;
+          case v1::LIFECYCLE_EVENT_TYPE_RESUMED:
+            EXPECT_TRUE(d.paused) << what; d.paused = false; break;
+          case v1::LIFECYCLE_EVENT_TYPE_STOPPED:
+            EXPECT_TRUE(d.active) << what; d.active = false; d.paused = false; break;
+          default: break;
+        }
+      }
+    }
+    EXPECT_GT(events, 0) << "watcher " << w << " saw live churn";
+    // ... and the result is libvirt's final state (nothing lost).
+    for (const auto& [uuid, t] : *truth) {
+      ASSERT_TRUE(model.count(uuid)) << t.name;
+      const Model& d = model[uuid];
+      EXPECT_EQ(d.active, t.state == VIR_DOMAIN_RUNNING || t.state == VIR_DOMAIN_PAUSED)
+          << "watcher " << w << " " << t.name;
+      EXPECT_EQ(d.paused, t.state == VIR_DOMAIN_PAUSED) << "watcher " << w << " " << t.name;
+    }
+  }
 }
 
 TEST_F(WatchLifecycleIntegrationTest, CancelFreesAndShutdownEndsWatchesPromptly) {

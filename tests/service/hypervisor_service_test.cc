@@ -384,9 +384,11 @@ TEST_F(HypervisorServiceTest, WatchRejectsBadRequestsAtOnce) {
   grpc::Status s = finish(foreign);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE);
   EXPECT_THAT(s.error_message(), HasSubstr("epoch"));
-  v1::WatchLifecycleRequest initial;
-  initial.set_send_initial_state(true);
-  EXPECT_EQ(finish(initial).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  v1::WatchLifecycleRequest initial_and_resume;
+  initial_and_resume.set_send_initial_state(true);
+  initial_and_resume.set_resume_after_sequence(1);
+  initial_and_resume.set_resume_epoch("x");
+  EXPECT_EQ(finish(initial_and_resume).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 // The worker pool is the server's own; occupying it with a task stands in
