@@ -5,18 +5,27 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <grpcpp/support/sync_stream.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <optional>
+#include <random>
 #include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 
 namespace virtgate {
 namespace {
@@ -141,6 +150,44 @@ absl::Status ConnectionError(absl::StatusCode code, std::string message) {
   return status;
 }
 
+// Trailing metadata virtgated sets when it ends a watch: the epoch, and the
+// last sequence the stream accounted for (sent, or skipped as not needed).
+constexpr absl::string_view kEpochTrailer = "virtgate-epoch";
+constexpr absl::string_view kLastSequenceTrailer = "virtgate-last-sequence";
+
+std::string MetadataValue(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+                          absl::string_view key) {
+  auto it = metadata.find(grpc::string_ref(key.data(), key.size()));
+  if (it == metadata.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+// Whether a watch that ended with `status` (not cancelled by the caller) is
+// worth resuming: the server or the way to it failed, rather than the server
+// refusing the request.
+bool IsTransientWatchEnd(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::OK:                  // ended without a reason: resume
+    case grpc::StatusCode::UNAVAILABLE:         // unreachable, lost, shutting down
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:  // fell behind
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:   // the stream has none: a proxy's
+    case grpc::StatusCode::CANCELLED:           // not the caller's: server or proxy
+      return true;
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::INTERNAL: {
+      // A stream reset by the transport or a proxy, not the server's answer.
+      const std::string& message = status.error_message();
+      return absl::StrContains(message, "Stream removed") ||
+             absl::StrContains(message, "RST_STREAM") ||
+             absl::StrContains(message, "Socket closed") ||
+             absl::StrContains(message, "Connection reset");
+    }
+    default:
+      return false;
+  }
+}
+
 bool IsHexDigits(absl::string_view text) {
   for (char c : text) {
     if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
@@ -176,11 +223,28 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
     return absl::InvalidArgumentError(absl::StrCat(
         "timeout must be positive, got ", absl::FormatDuration(options.timeout)));
   }
+  if (options.watch_initial_backoff <= absl::ZeroDuration() ||
+      options.watch_max_backoff < options.watch_initial_backoff ||
+      options.watch_max_backoff == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "watch backoff must satisfy 0 < initial <= max < infinity, got initial ",
+        absl::FormatDuration(options.watch_initial_backoff), ", max ",
+        absl::FormatDuration(options.watch_max_backoff)));
+  }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = Credentials(options);
   if (!credentials.ok()) return credentials.status();
 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  // gRPC waits out its own reconnect backoff (growing to 2 minutes) before
+  // it dials a failed server again, failing calls fast meanwhile; a watch
+  // retrying every few seconds needs the channel to keep up with it.
+  const auto clamp_ms = [](absl::Duration d) {
+    return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), 1 << 30));
+  };
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              std::max(clamp_ms(options.watch_initial_backoff), 1));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, std::max(clamp_ms(options.watch_max_backoff), 1));
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(target, *credentials, args);
   if (channel == nullptr) {
@@ -297,6 +361,172 @@ absl::StatusOr<bool> Client::CheckHealth(const std::string& service) const {
   const grpc::Status status = health_->Check(&context, request, &response);
   if (!status.ok()) return FromGrpc(status);
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+// --- WatchSession
+
+void WatchSession::Cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  // TryCancel only marks the call; it never waits for the network.
+  if (context_ != nullptr) context_->TryCancel();
+  cancelled_cv_.notify_all();
+}
+
+bool WatchSession::cancelled() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cancelled_;
+}
+
+bool WatchSession::Attach(grpc::ClientContext* context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cancelled_) return false;
+  context_ = context;
+  return true;
+}
+
+void WatchSession::Detach() {
+  std::lock_guard<std::mutex> lock(mu_);
+  context_ = nullptr;
+}
+
+bool WatchSession::WaitCancelled(absl::Duration delay) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cancelled_cv_.wait_for(lock, absl::ToChronoNanoseconds(delay), [this] { return cancelled_; });
+  return cancelled_;
+}
+
+// --- WatchLifecycle
+
+absl::Status Client::WatchLifecycle(v1::WatchLifecycleRequest request,
+                                    const WatchCallbacks& callbacks,
+                                    WatchSession* session) const {
+  if (!callbacks.on_message) {
+    return absl::InvalidArgumentError("WatchLifecycle needs an on_message callback");
+  }
+  const auto cancelled = [session] { return session != nullptr && session->cancelled(); };
+
+  // Where the next subscription continues: after `sequence` of `epoch`.
+  struct Position {
+    std::string epoch;
+    uint64_t sequence = 0;
+  };
+  std::optional<Position> position;
+  if (request.resume_after_sequence() > 0 || !request.resume_epoch().empty()) {
+    position = Position{request.resume_epoch(), request.resume_after_sequence()};
+  }
+  // Whether the next subscription asks for initial states: until a
+  // `synced` was delivered for the caller's send_initial_state, and after a
+  // resync.
+  bool want_snapshot = request.send_initial_state();
+  // The filters (and coalescing) every subscription repeats.
+  v1::WatchLifecycleRequest base = std::move(request);
+  base.clear_send_initial_state();
+  base.clear_resume_after_sequence();
+  base.clear_resume_epoch();
+
+  std::mt19937_64 random(std::random_device{}());
+  int failures = 0;  // consecutive attempts that delivered nothing
+  const auto next_delay = [&] {
+    absl::Duration delay = options_.watch_initial_backoff;
+    for (int i = 0; i < failures && delay < options_.watch_max_backoff; ++i) delay *= 2;
+    delay = std::min(delay, options_.watch_max_backoff);
+    ++failures;
+    return delay * std::uniform_real_distribution<double>(0.5, 1.0)(random);
+  };
+
+  while (true) {
+    v1::WatchLifecycleRequest attempt = base;
+    if (want_snapshot) attempt.set_send_initial_state(true);
+    const bool resuming = position.has_value();
+    if (resuming) {
+      attempt.set_resume_after_sequence(position->sequence);
+      attempt.set_resume_epoch(position->epoch);
+    }
+
+    grpc::ClientContext context;  // No deadline: the stream lives until cancelled.
+    if (session != nullptr && !session->Attach(&context)) return absl::OkStatus();
+    std::unique_ptr<grpc::ClientReader<v1::WatchLifecycleResponse>> reader =
+        hypervisor_->WatchLifecycle(&context, attempt);
+    bool delivered = false;         // anything passed to the caller on this stream
+    bool snapshot_started = false;  // an `initial` of an unfinished snapshot was
+    v1::WatchLifecycleResponse message;
+    while (reader->Read(&message)) {
+      if (cancelled()) break;  // Cancel() has cancelled the stream too.
+      switch (message.payload_case()) {
+        case v1::WatchLifecycleResponse::kEvent:
+        case v1::WatchLifecycleResponse::kConnection:
+          // A resumed stream starts after the position; never hand out a
+          // sequence twice even if a server replayed too much.
+          if (position.has_value() && message.epoch() == position->epoch &&
+              message.sequence() <= position->sequence) {
+            continue;
+          }
+          position = Position{message.epoch(), message.sequence()};
+          break;
+        case v1::WatchLifecycleResponse::kInitial:
+          snapshot_started = true;
+          break;
+        case v1::WatchLifecycleResponse::kSynced:
+          // Initial states reflect everything up to this sequence.
+          position = Position{message.epoch(), message.sequence()};
+          want_snapshot = false;
+          snapshot_started = false;
+          break;
+        case v1::WatchLifecycleResponse::PAYLOAD_NOT_SET:
+          break;  // From a newer server: passed on, position untouched.
+      }
+      delivered = true;
+      callbacks.on_message(message);
+    }
+    const grpc::Status status = reader->Finish();
+    if (session != nullptr) session->Detach();
+    if (cancelled()) return absl::OkStatus();
+    if (delivered) failures = 0;
+
+    if (status.error_code() == grpc::StatusCode::OUT_OF_RANGE && resuming) {
+      // The resume point is gone: re-list, at once (the server is up).
+      const std::string why =
+          absl::StrCat("cannot resume after sequence ", position->sequence, " of epoch ",
+                       position->epoch.empty() ? "(none)" : position->epoch, ": ",
+                       status.error_message());
+      position.reset();
+      want_snapshot = true;
+      if (callbacks.on_resync) callbacks.on_resync(why);
+      continue;
+    }
+    if (!IsTransientWatchEnd(status)) return FromGrpc(status);
+
+    absl::Status why = status.ok() ? absl::UnavailableError(absl::StrCat(
+                                         target_, " ended the watch without a reason"))
+                                   : FromGrpc(status);
+    if (want_snapshot && snapshot_started) {
+      // Part of a snapshot is useless; the next one starts over.
+      if (callbacks.on_resync) {
+        callbacks.on_resync(absl::StrCat("the stream ended during the initial states (",
+                                         why.message(), "); listing again"));
+      }
+    } else if (!want_snapshot) {
+      // The server's account of where the stream got to: a position when
+      // nothing was delivered yet, and past events it skipped on purpose.
+      const auto& trailers = context.GetServerTrailingMetadata();
+      const std::string epoch = MetadataValue(trailers, kEpochTrailer);
+      uint64_t sequence = 0;
+      if (!epoch.empty() &&
+          absl::SimpleAtoi(MetadataValue(trailers, kLastSequenceTrailer), &sequence) &&
+          (!position.has_value() ||
+           (position->epoch == epoch && sequence > position->sequence))) {
+        position = Position{epoch, sequence};
+      }
+    }
+    const absl::Duration delay = next_delay();
+    if (callbacks.on_retry) callbacks.on_retry(why, delay);
+    if (session != nullptr) {
+      if (session->WaitCancelled(delay)) return absl::OkStatus();
+    } else {
+      absl::SleepFor(delay);
+    }
+  }
 }
 
 }  // namespace virtgate

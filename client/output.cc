@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
@@ -27,6 +28,7 @@ using google::protobuf::Message;
 using google::protobuf::Reflection;
 
 constexpr absl::string_view kStatePrefix = "DOMAIN_STATE_";
+constexpr absl::string_view kEventTypePrefix = "LIFECYCLE_EVENT_TYPE_";
 
 using Rows = std::vector<std::vector<std::string>>;
 
@@ -154,6 +156,86 @@ std::string DomainStateNames() {
   return absl::StrJoin(names, "|");
 }
 
+std::string LifecycleEventTypeName(v1::LifecycleEventType type) {
+  if (!v1::LifecycleEventType_IsValid(type)) return absl::StrCat(static_cast<int>(type));
+  absl::string_view name = v1::LifecycleEventType_Name(type);
+  if (absl::StartsWith(name, kEventTypePrefix)) name.remove_prefix(kEventTypePrefix.size());
+  return absl::AsciiStrToLower(name);
+}
+
+bool ParseLifecycleEventTypeName(absl::string_view name, v1::LifecycleEventType* type) {
+  v1::LifecycleEventType parsed;
+  if (!v1::LifecycleEventType_Parse(absl::StrCat(kEventTypePrefix, absl::AsciiStrToUpper(name)),
+                                    &parsed) ||
+      parsed == v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED) {
+    return false;
+  }
+  *type = parsed;
+  return true;
+}
+
+std::string LifecycleEventTypeNames() {
+  std::vector<std::string> names;
+  for (int i = v1::LifecycleEventType_MIN; i <= v1::LifecycleEventType_MAX; ++i) {
+    if (!v1::LifecycleEventType_IsValid(i) || i == v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED) continue;
+    names.push_back(LifecycleEventTypeName(static_cast<v1::LifecycleEventType>(i)));
+  }
+  return absl::StrJoin(names, "|");
+}
+
+std::string FormatWatchLine(const v1::WatchLifecycleResponse& message) {
+  std::string time = "-";
+  if (message.has_time()) {
+    const absl::Time t =
+        absl::FromUnixSeconds(message.time().seconds()) + absl::Nanoseconds(message.time().nanos());
+    time = absl::FormatTime("%Y-%m-%d%ET%H:%M:%E3SZ", t, absl::UTCTimeZone());
+  }
+  const auto domain = [](const std::string& name, const std::string& uuid) {
+    if (!name.empty()) return name;
+    return uuid.empty() ? std::string("-") : uuid;
+  };
+  switch (message.payload_case()) {
+    case v1::WatchLifecycleResponse::kEvent: {
+      const v1::LifecycleEvent& e = message.event();
+      std::string what = absl::AsciiStrToUpper(LifecycleEventTypeName(e.type()));
+      if (!e.detail().empty()) absl::StrAppend(&what, "/", e.detail());
+      if (e.synthetic()) what += " (synthetic)";
+      return absl::StrCat(time, "  ", domain(e.domain_name(), e.domain_uuid()), "  ", what,
+                          "  seq=", message.sequence(), "\n");
+    }
+    case v1::WatchLifecycleResponse::kInitial: {
+      const v1::Domain& d = message.initial().domain();
+      std::string state = DomainStateName(d.state());
+      if (d.stale()) state += " (stale)";
+      return absl::StrCat(time, "  ", domain(d.name(), d.uuid()), "  INITIAL ", state,
+                          "  seq=", message.sequence(), "\n");
+    }
+    case v1::WatchLifecycleResponse::kSynced:
+      return absl::StrCat(time, "  -- synced (seq=", message.sequence(), ") --\n");
+    case v1::WatchLifecycleResponse::kConnection: {
+      const v1::ConnectionChange& c = message.connection();
+      std::string state;
+      switch (c.state()) {
+        case v1::ConnectionChange::STATE_LOST:
+          state = "LOST";
+          break;
+        case v1::ConnectionChange::STATE_RESTORED:
+          state = "RESTORED";
+          break;
+        default:
+          state = absl::StrCat("state ", static_cast<int>(c.state()));
+          break;
+      }
+      std::string reason = absl::StrReplaceAll(c.reason(), {{"\n", " "}, {"\r", " "}});
+      return absl::StrCat(time, "  -- libvirt connection ", state,
+                          reason.empty() ? "" : absl::StrCat(": ", reason), " --\n");
+    }
+    case v1::WatchLifecycleResponse::PAYLOAD_NOT_SET:
+      break;
+  }
+  return absl::StrCat(time, "  -- unknown message (seq=", message.sequence(), ") --\n");
+}
+
 std::string HumanKib(uint64_t kib) {
   static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (kib < 1024) return absl::StrCat(kib, " KiB");
@@ -197,6 +279,22 @@ absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message)
                      std::string(status.message().data(), status.message().size())));
   }
   while (!json.empty() && json.back() == '\n') json.pop_back();
+  json += '\n';
+  return json;
+}
+
+absl::StatusOr<std::string> FormatJsonLine(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = false;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot render ", message.GetTypeName(), " as JSON: ",
+                     std::string(status.message().data(), status.message().size())));
+  }
   json += '\n';
   return json;
 }

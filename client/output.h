@@ -28,6 +28,29 @@ bool ParseDomainStateName(absl::string_view name, v1::DomainState* state);
 // The names ParseDomainStateName accepts, "nostate|running|...", in enum order.
 std::string DomainStateNames();
 
+// Lower-case lifecycle event type without the enum prefix: "started",
+// "stopped", ... (the number for unknown values from a newer server).
+std::string LifecycleEventTypeName(v1::LifecycleEventType type);
+
+// Inverse of LifecycleEventTypeName for user input (any case). Rejects
+// "unspecified", which the server refuses as a filter.
+bool ParseLifecycleEventTypeName(absl::string_view name, v1::LifecycleEventType* type);
+
+// The names ParseLifecycleEventTypeName accepts, "defined|undefined|...", in
+// enum order.
+std::string LifecycleEventTypeNames();
+
+// One watch message as one line ending in '\n', starting with its time
+// (UTC, RFC 3339 with milliseconds), fields two spaces apart:
+//   2026-11-26T17:20:01.123Z  web1  STARTED/booted  seq=42
+//   2026-11-26T17:20:01.123Z  web1  STOPPED/destroyed (synthetic)  seq=43
+//   2026-11-26T17:20:01.123Z  web1  INITIAL running  seq=41
+//   2026-11-26T17:20:01.123Z  -- synced (seq=41) --
+//   2026-11-26T17:20:01.123Z  -- libvirt connection LOST: REASON --
+//   2026-11-26T17:20:01.123Z  -- libvirt connection RESTORED --
+// A domain without a name shows its UUID.
+std::string FormatWatchLine(const v1::WatchLifecycleResponse& message);
+
 // Binary-prefixed size with one decimal from KiB: "512 KiB", "2.0 GiB".
 std::string HumanKib(uint64_t kib);
 
@@ -45,6 +68,9 @@ std::string FormatHostInfo(const v1::HostInfo& info);
 // Indented JSON with proto field names and default values printed, ending
 // in one '\n'.
 absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message);
+
+// Like FormatJson, but compact: the whole message on one line ending in '\n'.
+absl::StatusOr<std::string> FormatJsonLine(const google::protobuf::Message& message);
 
 // The domains of all pages as one ListDomainsResponse document,
 // {"domains": [...]}, formatted like FormatJson but without the

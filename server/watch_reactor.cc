@@ -41,12 +41,14 @@ size_t WatchRegistry::size() const {
 
 void InitialView::Add(const v1::Domain& d) {
   Shown& s = domains_[d.uuid()];
-  s.active = d.id() != 0 || d.state() == v1::DOMAIN_STATE_RUNNING ||
-             d.state() == v1::DOMAIN_STATE_PAUSED || d.state() == v1::DOMAIN_STATE_BLOCKED ||
+  // From the state alone: the id comes from the listing, the state from the
+  // bulk stats read just after it, and a domain may change in between.
+  s.active = d.state() == v1::DOMAIN_STATE_RUNNING || d.state() == v1::DOMAIN_STATE_PAUSED ||
+             d.state() == v1::DOMAIN_STATE_BLOCKED || d.state() == v1::DOMAIN_STATE_SHUTDOWN ||
              d.state() == v1::DOMAIN_STATE_PMSUSPENDED;
   s.paused = d.state() == v1::DOMAIN_STATE_PAUSED;
   s.persistent = d.persistent();
-  s.id = d.id();
+  s.id = s.active ? d.id() : 0;
 }
 
 bool InitialView::IsNew(const v1::LifecycleEvent& e) {
@@ -65,8 +67,9 @@ bool InitialView::IsNew(const v1::LifecycleEvent& e) {
       s.persistent = false;
       break;
     case v1::LIFECYCLE_EVENT_TYPE_STARTED:
-      // A start needs an inactive domain; each start gets a new id.
-      if (shown && s.active && s.id == e.domain_id()) is_new = false;
+      // A start needs an inactive domain: the stream would have shown the
+      // stop before it, so a start of a domain shown active was shown.
+      if (shown && s.active) is_new = false;
       s.active = true;
       s.paused = false;
       s.id = e.domain_id();
@@ -80,7 +83,12 @@ bool InitialView::IsNew(const v1::LifecycleEvent& e) {
       s.paused = false;
       break;
     case v1::LIFECYCLE_EVENT_TYPE_STOPPED:
-      if (!shown || !s.active) is_new = false;
+      if (!shown || !s.active) {
+        is_new = false;
+      } else if (s.id != 0 && e.domain_id() != 0 && s.id != e.domain_id()) {
+        // The stop of an earlier run; the one shown is a later start.
+        return false;
+      }
       s.active = false;
       s.paused = false;
       s.id = 0;

@@ -17,9 +17,17 @@
 // (e.g. "connection refused", "no such file or directory") and
 // IsConnectionError() is true for it, so callers can tell "the server said
 // no" from "there is no server".
+//
+// WatchLifecycle is the one long-lived call: it follows the server's event
+// stream across reconnections and server restarts until the caller cancels
+// it (see WatchSession) or the server refuses it for good.
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,7 +44,18 @@ namespace virtgate {
 
 struct ClientOptions {
   // Deadline of each RPC (each page of a listing gets its own). Must be > 0.
+  // Not applied to WatchLifecycle, whose stream lives until it is cancelled.
   absl::Duration timeout = absl::Seconds(10);
+
+  // WatchLifecycle's reconnect delay: the first retry after a failure waits
+  // about watch_initial_backoff, each further consecutive failure doubles it
+  // up to watch_max_backoff; every delay is randomized to 50-100% of that
+  // (jitter), so many watchers of a restarted server do not return in step.
+  // A stream that delivered a message resets the delay. Both must be > 0,
+  // initial <= max. The channel's own reconnect backoff is capped at
+  // watch_max_backoff too (gRPC's default grows to 2 minutes).
+  absl::Duration watch_initial_backoff = absl::Milliseconds(100);
+  absl::Duration watch_max_backoff = absl::Seconds(5);
 
   // TLS. All empty: plaintext (what virtgated serves on loopback and unix
   // sockets). Any set: TLS; tls_ca_file verifies the server (empty: the
@@ -54,6 +73,71 @@ bool IsConnectionError(const absl::Status& status);
 // True if `text` is a UUID: 32 hex digits, either plain or in the canonical
 // 8-4-4-4-12 dashed form, any case.
 bool IsUuid(absl::string_view text);
+
+// What WatchLifecycle reports to its caller. All callbacks run on the thread
+// that called WatchLifecycle, one at a time, in stream order, with no lock of
+// the library held: they may call WatchSession::Cancel(). They should return
+// quickly; while one runs, the stream is not read (a watcher that falls too
+// far behind is cut off by the server and resumed, which is harmless).
+struct WatchCallbacks {
+  // Required. Every message of the stream, exactly once and in order:
+  // `event`s and `connection` changes (each with its epoch and sequence),
+  // and after a send_initial_state request or a resync, one `initial` per
+  // matching domain followed by one `synced` marker. Messages of a newer
+  // server with a payload this library does not know are passed on too.
+  std::function<void(const v1::WatchLifecycleResponse& message)> on_message;
+
+  // Optional. The watch could not continue where it left off (the server
+  // restarted and has a new epoch, its history no longer reaches back to the
+  // last sequence delivered, or the stream broke in the middle of the initial
+  // states), so events may have been missed. What follows is a fresh view:
+  // one `initial` per domain that exists now, then `synced`, then live
+  // events; the caller should replace (not merge) what it knew. `why` is one
+  // line naming the cause, e.g. the server's OUT_OF_RANGE message and the
+  // epoch and sequence that could not be resumed.
+  std::function<void(const std::string& why)> on_resync;
+
+  // Optional, for logging and tests. A transient failure (`why`, as the
+  // library would report it) ended the stream or prevented it; the watch
+  // connects again after `delay` (unless cancelled first) and resumes.
+  std::function<void(const absl::Status& why, absl::Duration delay)> on_retry;
+};
+
+// Handle to one running WatchLifecycle call, for stopping it from another
+// thread (or from a callback). Create it before the call, pass its address,
+// and keep it alive until the call returned. One session serves one call;
+// once cancelled it stays cancelled.
+class WatchSession {
+ public:
+  WatchSession() = default;
+  WatchSession(const WatchSession&) = delete;
+  WatchSession& operator=(const WatchSession&) = delete;
+
+  // Makes WatchLifecycle return OkStatus promptly: it cancels the open
+  // stream, or interrupts the wait before a reconnection. No callback is
+  // called after WatchLifecycle has seen the cancellation (one running at
+  // the time completes). Thread-safe, idempotent, never blocks on the
+  // network; calling it before WatchLifecycle starts makes that call return
+  // OkStatus at once.
+  void Cancel();
+
+  bool cancelled() const;
+
+ private:
+  friend class Client;
+
+  // Registers the context of the stream about to start; false (and nothing
+  // registered) if already cancelled.
+  bool Attach(grpc::ClientContext* context);
+  void Detach();
+  // Waits for `delay` or until cancelled; true if cancelled.
+  bool WaitCancelled(absl::Duration delay);
+
+  mutable std::mutex mu_;
+  std::condition_variable cancelled_cv_;
+  bool cancelled_ = false;           // guarded by mu_
+  grpc::ClientContext* context_ = nullptr;  // guarded by mu_
+};
 
 // A connection to one virtgated. Thread-safe: every method may be called
 // from any number of threads at once (the gRPC channel and stubs are
@@ -95,6 +179,41 @@ class Client {
   // whole). true for SERVING, false for any other reported status; an error
   // if the call fails (NOT_FOUND for a service the server does not know).
   absl::StatusOr<bool> CheckHealth(const std::string& service = "") const;
+
+  // Watches domain lifecycle events, blocking the calling thread until
+  // `session` is cancelled (returns OkStatus) or the watch fails for good
+  // (returns that error). `request` holds the filters (domain_uuids,
+  // domain_names, event_types), optionally send_initial_state, optionally a
+  // resume point (resume_after_sequence + resume_epoch, e.g. saved from an
+  // earlier run) and coalesce_ms; see the proto. `session` may be null: then
+  // only a permanent error ends the call.
+  //
+  // The stream has no deadline (ClientOptions::timeout does not apply). The
+  // library remembers the epoch and sequence of the last message delivered,
+  // and when the stream ends or cannot be opened for a transient reason --
+  // UNAVAILABLE (server unreachable, connection lost, server shutting down),
+  // RESOURCE_EXHAUSTED (the watcher fell behind), ABORTED, DEADLINE_EXCEEDED
+  // or CANCELLED not asked for by the caller, an unexpected end with OK, a
+  // reset stream -- it reconnects after a backoff (see ClientOptions) and
+  // resumes after that sequence, so no message is lost or delivered twice.
+  // (Before anything was delivered it resumes from the position the server
+  // reported in the stream's trailers, if any, else subscribes anew.)
+  //
+  // When the server cannot resume (OUT_OF_RANGE: it restarted with a new
+  // epoch, or its history no longer reaches back far enough), the library
+  // calls on_resync and subscribes again with send_initial_state (same
+  // filters, no resume point): initial states, synced, then live events.
+  // The same happens if the stream breaks while initial states are being
+  // delivered. A request with send_initial_state gets its initial states
+  // once; later reconnections resume after them.
+  //
+  // Every other failure is permanent and returned as it came from the
+  // server (e.g. INVALID_ARGUMENT for a malformed UUID filter, UNIMPLEMENTED
+  // for an option the server does not support, PERMISSION_DENIED); so is
+  // OUT_OF_RANGE for a request that asked for no resume. INVALID_ARGUMENT
+  // without a call if callbacks.on_message is empty.
+  absl::Status WatchLifecycle(v1::WatchLifecycleRequest request, const WatchCallbacks& callbacks,
+                              WatchSession* session = nullptr) const;
 
   const std::string& target() const { return target_; }
   const ClientOptions& options() const { return options_; }
