@@ -4,6 +4,10 @@
 // Arguments are parsed by hand rather than with absl::flags because the CLI
 // needs subcommands, short options (-o, -h), options on either side of the
 // command, and one-line usage errors with exit status 2.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -56,6 +61,8 @@ std::string Usage() {
       "                    connections\n"
       "  health [SERVICE]  Print SERVING or NOT_SERVING (grpc.health.v1.Health;\n"
       "                    SERVICE e.g. virtgate.v1.Hypervisor, default the server)\n"
+      "  watch             Print domain lifecycle events as they happen, one line\n"
+      "                    each, until interrupted (SIGINT/SIGTERM: exit 0)\n"
       "  help              Show this text\n"
       "\n"
       "Options (before or after the command; --opt=VALUE or --opt VALUE; '-' and\n"
@@ -63,7 +70,8 @@ std::string Usage() {
       "  --server ADDR        host:port or unix:/path (default: $",
       kServerEnv, ", else\n", "                       ", kDefaultServer,
       ")\n"
-      "  --timeout DURATION   Deadline of each call, e.g. 500ms, 3s, 1m (default 10s)\n"
+      "  --timeout DURATION   Deadline of each call, e.g. 500ms, 3s, 1m (default 10s;\n"
+      "                       not applied to watch)\n"
       "  -o, --output FORMAT  table (default) or json\n"
       "  --tls_ca FILE        Use TLS; verify the server with this PEM CA bundle\n"
       "                       (without it, TLS verifies against the system roots)\n"
@@ -83,22 +91,46 @@ std::string Usage() {
       "  --page-size N        Domains per call (0: server default); every page is\n"
       "                       fetched either way\n"
       "\n"
+      "watch options:\n"
+      "  --domain NAME|UUID   Only events of this domain; repeat it for several\n"
+      "  --type TYPE          Only events of this type; repeat it or separate types\n"
+      "                       with commas for several. TYPE is one of\n"
+      "                       ",
+      LifecycleEventTypeNames(),
+      "\n"
+      "  --initial            First print every matching domain's current state\n"
+      "                       (INITIAL lines), then a synced marker, then events\n"
+      "\n"
+      "watch prints one line per message, flushed at once:\n"
+      "  TIME  DOMAIN  TYPE/detail  seq=N          an event (\"(synthetic)\" when\n"
+      "                                            inferred after a reconnection)\n"
+      "  TIME  DOMAIN  INITIAL STATE  seq=N        a current state (--initial)\n"
+      "  TIME  -- synced (seq=N) --                end of the current states\n"
+      "  TIME  -- libvirt connection LOST: WHY --  virtgated lost libvirt (RESTORED\n"
+      "                                            when it is back)\n"
+      "TIME is UTC, e.g. 2026-11-26T17:20:01.123Z. When the server restarts or the\n"
+      "connection breaks, watch reconnects by itself and resumes without losing or\n"
+      "repeating an event; if it cannot resume (the server restarted), it says\n"
+      "\"virtgatectl: resynced: WHY\" on stderr and prints the current states\n"
+      "again (INITIAL lines, synced), then events.\n"
+      "\n"
       "Output: text, or with -o json one JSON document with proto field names:\n"
       "list {\"domains\":[...]}, get a Domain, host a HostInfo, health\n"
-      "{\"status\":\"SERVING\"}.\n"
+      "{\"status\":\"SERVING\"}; watch one WatchLifecycleResponse per line.\n"
       "\n"
       "Errors: one line on stderr, \"virtgatectl: MESSAGE\". MESSAGE is the server's\n"
       "error text as sent (for get and health prefixed with the domain or service\n"
       "asked for, e.g. 'domain \"web1\": ', unless the text names it already), or\n"
       "\"cannot reach ADDR: REASON\" when no server answers.\n"
       "\n"
-      "Exit status: 0 success; 1 the call failed or health is not SERVING;\n"
-      "2 usage error.\n"
+      "Exit status: 0 success (watch: interrupted); 1 the call failed or health is\n"
+      "not SERVING (watch: the server refused the watch); 2 usage error.\n"
       "\n"
       "Examples:\n"
       "  virtgatectl list --state running\n"
       "  virtgatectl --server unix:/run/virtgate/virtgate.sock get web1 -o json\n"
-      "  virtgatectl health virtgate.v1.Hypervisor\n");
+      "  virtgatectl health virtgate.v1.Hypervisor\n"
+      "  virtgatectl watch --domain web1 --type started,stopped\n");
 }
 
 // Error messages may contain newlines (e.g. libvirt text); the one-line
@@ -160,8 +192,16 @@ struct Invocation {
   std::optional<bool> autostart;
   std::vector<v1::DomainState> states;
   int page_size = 0;
-  // The first list-only option given, to reject it for other commands.
+
+  // watch only.
+  std::vector<std::string> domains;
+  std::vector<v1::LifecycleEventType> types;
+  bool initial = false;
+
+  // The first list-only and watch-only options given, to reject them for
+  // other commands.
   std::string first_list_option;
+  std::string first_watch_option;
 };
 
 enum class OptionId {
@@ -180,32 +220,41 @@ enum class OptionId {
   kNoAutostart,
   kState,
   kPageSize,
+  kDomain,
+  kType,
+  kInitial,
 };
+
+// Which command an option belongs to.
+enum class Scope { kAll, kList, kWatch };
 
 struct OptionSpec {
   OptionId id;
   absl::string_view name;  // Long name, with '-' as separator.
   char short_name;         // 0: none.
   bool takes_value;
-  bool list_only;
+  Scope scope;
 };
 
 constexpr OptionSpec kOptions[] = {
-    {OptionId::kServer, "server", 0, true, false},
-    {OptionId::kTimeout, "timeout", 0, true, false},
-    {OptionId::kOutput, "output", 'o', true, false},
-    {OptionId::kTlsCa, "tls-ca", 0, true, false},
-    {OptionId::kTlsCert, "tls-cert", 0, true, false},
-    {OptionId::kTlsKey, "tls-key", 0, true, false},
-    {OptionId::kHelp, "help", 'h', false, false},
-    {OptionId::kActive, "active", 0, false, true},
-    {OptionId::kInactive, "inactive", 0, false, true},
-    {OptionId::kPersistent, "persistent", 0, false, true},
-    {OptionId::kTransient, "transient", 0, false, true},
-    {OptionId::kAutostart, "autostart", 0, false, true},
-    {OptionId::kNoAutostart, "no-autostart", 0, false, true},
-    {OptionId::kState, "state", 0, true, true},
-    {OptionId::kPageSize, "page-size", 0, true, true},
+    {OptionId::kServer, "server", 0, true, Scope::kAll},
+    {OptionId::kTimeout, "timeout", 0, true, Scope::kAll},
+    {OptionId::kOutput, "output", 'o', true, Scope::kAll},
+    {OptionId::kTlsCa, "tls-ca", 0, true, Scope::kAll},
+    {OptionId::kTlsCert, "tls-cert", 0, true, Scope::kAll},
+    {OptionId::kTlsKey, "tls-key", 0, true, Scope::kAll},
+    {OptionId::kHelp, "help", 'h', false, Scope::kAll},
+    {OptionId::kActive, "active", 0, false, Scope::kList},
+    {OptionId::kInactive, "inactive", 0, false, Scope::kList},
+    {OptionId::kPersistent, "persistent", 0, false, Scope::kList},
+    {OptionId::kTransient, "transient", 0, false, Scope::kList},
+    {OptionId::kAutostart, "autostart", 0, false, Scope::kList},
+    {OptionId::kNoAutostart, "no-autostart", 0, false, Scope::kList},
+    {OptionId::kState, "state", 0, true, Scope::kList},
+    {OptionId::kPageSize, "page-size", 0, true, Scope::kList},
+    {OptionId::kDomain, "domain", 0, true, Scope::kWatch},
+    {OptionId::kType, "type", 0, true, Scope::kWatch},
+    {OptionId::kInitial, "initial", 0, false, Scope::kWatch},
 };
 
 const OptionSpec* FindLong(absl::string_view name) {
@@ -252,8 +301,11 @@ absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view text) {
 }
 
 absl::Status ApplyOption(const OptionSpec& spec, absl::string_view value, Invocation* inv) {
-  if (spec.list_only && inv->first_list_option.empty()) {
+  if (spec.scope == Scope::kList && inv->first_list_option.empty()) {
     inv->first_list_option = absl::StrCat("--", spec.name);
+  }
+  if (spec.scope == Scope::kWatch && inv->first_watch_option.empty()) {
+    inv->first_watch_option = absl::StrCat("--", spec.name);
   }
   switch (spec.id) {
     case OptionId::kServer:
@@ -317,6 +369,25 @@ absl::Status ApplyOption(const OptionSpec& spec, absl::string_view value, Invoca
         return absl::InvalidArgumentError(
             absl::StrCat("bad --page-size \"", value, "\": want a number >= 0"));
       }
+      return absl::OkStatus();
+    case OptionId::kDomain:
+      if (value.empty()) return absl::InvalidArgumentError("--domain needs a name or UUID");
+      inv->domains.emplace_back(value);
+      return absl::OkStatus();
+    case OptionId::kType:
+      for (absl::string_view name : absl::StrSplit(value, ',')) {
+        v1::LifecycleEventType type;
+        if (!ParseLifecycleEventTypeName(absl::StripAsciiWhitespace(name), &type)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "bad --type \"", name, "\": want one of ", LifecycleEventTypeNames()));
+        }
+        bool seen = false;
+        for (v1::LifecycleEventType t : inv->types) seen = seen || t == type;
+        if (!seen) inv->types.push_back(type);
+      }
+      return absl::OkStatus();
+    case OptionId::kInitial:
+      inv->initial = true;
       return absl::OkStatus();
   }
   return absl::InternalError("unhandled option");
@@ -431,6 +502,84 @@ int RunHealth(const Client& client, const Invocation& inv) {
   return *serving ? kExitOk : kExitFailure;
 }
 
+// SIGINT and SIGTERM, which end a watch. Blocked in every thread (gRPC's
+// threads inherit the mask of the thread that creates them, so this must run
+// before the first channel) and taken by one thread with sigwait, which may
+// do what a signal handler may not: cancel the watch.
+sigset_t StopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+void BlockStopSignals() {
+  const sigset_t signals = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+
+int RunWatch(const Client& client, const Invocation& inv) {
+  v1::WatchLifecycleRequest request;
+  for (const std::string& domain : inv.domains) {
+    if (IsUuid(domain)) {
+      request.add_domain_uuids(domain);
+    } else {
+      request.add_domain_names(domain);
+    }
+  }
+  for (v1::LifecycleEventType type : inv.types) request.add_event_types(type);
+  request.set_send_initial_state(inv.initial);
+
+  WatchSession session;
+  std::atomic<bool> done{false};
+  std::atomic<bool> interrupted{false};
+  std::thread signal_waiter([&] {
+    const sigset_t signals = StopSignals();
+    int signal = 0;
+    while (sigwait(&signals, &signal) != 0) {
+    }
+    if (done.load()) return;  // Woken by RunWatch itself: the watch is over.
+    interrupted.store(true);
+    session.Cancel();
+  });
+
+  std::string write_error;
+  WatchCallbacks callbacks;
+  callbacks.on_message = [&](const v1::WatchLifecycleResponse& message) {
+    std::string line;
+    if (inv.output == Output::kJson) {
+      absl::StatusOr<std::string> json = FormatJsonLine(message);
+      if (!json.ok()) {
+        write_error = std::string(json.status().message());
+        session.Cancel();
+        return;
+      }
+      line = *std::move(json);
+    } else {
+      line = FormatWatchLine(message);
+    }
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      write_error = absl::StrCat("writing output: ", std::strerror(errno));
+      session.Cancel();
+    }
+  };
+  callbacks.on_resync = [](const std::string& why) {
+    std::fprintf(stderr, "%s: resynced: %s\n", std::string(kProgram).c_str(),
+                 OneLine(why).c_str());
+    std::fflush(stderr);
+  };
+  const absl::Status status = client.WatchLifecycle(std::move(request), callbacks, &session);
+
+  done.store(true);
+  pthread_kill(signal_waiter.native_handle(), SIGTERM);  // Ends its sigwait.
+  signal_waiter.join();
+  if (!write_error.empty()) return Fail(kExitFailure, write_error);
+  if (!status.ok()) return CallFailed(status);
+  return interrupted.load() ? kExitOk : kExitFailure;
+}
+
 struct Command {
   absl::string_view name;
   size_t min_args;
@@ -444,6 +593,7 @@ constexpr Command kCommands[] = {
     {"get", 1, 1, " NAME|UUID", RunGet},
     {"host", 0, 0, "", RunHost},
     {"health", 0, 1, " [SERVICE]", RunHealth},
+    {"watch", 0, 0, "", RunWatch},
 };
 
 // gRPC logs some transport failures (e.g. a TLS handshake) to stderr itself;
@@ -485,6 +635,10 @@ int Main(int argc, char** argv) {
   if (command->run != RunList && !inv.first_list_option.empty()) {
     return UsageError(absl::StrCat(inv.first_list_option, " applies to list only"));
   }
+  if (command->run != RunWatch && !inv.first_watch_option.empty()) {
+    return UsageError(absl::StrCat(inv.first_watch_option, " applies to watch only"));
+  }
+  if (command->run == RunWatch) BlockStopSignals();  // Before gRPC starts threads.
 
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(inv.server, inv.client);
   // Connect only fails for bad options (unreadable TLS files, empty

@@ -21,14 +21,14 @@ bool WatchFilter::Matches(const v1::WatchLifecycleResponse& message) const {
 
 // --- Subscriber
 
-std::vector<v1::WatchLifecycleResponse> EventHub::Subscriber::Drain(size_t max) {
-  std::vector<v1::WatchLifecycleResponse> out;
+std::vector<EventHub::Message> EventHub::Subscriber::Drain(size_t max) {
+  std::vector<Message> out;
   absl::MutexLock lock(&mu_);
   while (!queue_.empty() && out.size() < max) {
     out.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
-  if (!out.empty()) last_taken_ = out.back().sequence();
+  if (!out.empty()) last_taken_ = out.back()->sequence();
   return out;
 }
 
@@ -42,20 +42,29 @@ uint64_t EventHub::Subscriber::last_taken() const {
   return last_taken_;
 }
 
-bool EventHub::Subscriber::Offer(const v1::WatchLifecycleResponse& message) {
-  if (!filter_.Matches(message)) return false;
+// Returns whether the subscriber needs a wake queued (none pending yet).
+bool EventHub::Subscriber::Offer(const Message& message) {
+  if (!filter_.Matches(*message)) return false;
   absl::MutexLock lock(&mu_);
   if (overflowed_) return false;
   if (queue_.size() >= capacity_) {
     // Never wait for a slow watcher: drop it (it resumes from last_taken).
     overflowed_ = true;
-    return true;  // wake it so its stream can end
+  } else {
+    queue_.push_back(message);
   }
-  queue_.push_back(message);
+  if (wake_pending_) return false;
+  wake_pending_ = true;
   return true;
 }
 
 void EventHub::Subscriber::Wake() {
+  {
+    // Cleared before the callback: a message offered from now on queues a
+    // new wake, so none is missed.
+    absl::MutexLock lock(&mu_);
+    wake_pending_ = false;
+  }
   absl::MutexLock lock(&wake_mu_);
   if (wake_) wake_();
 }
@@ -63,7 +72,31 @@ void EventHub::Subscriber::Wake() {
 // --- EventHub
 
 EventHub::EventHub(Options options, std::string epoch)
-    : options_(options), epoch_(std::move(epoch)) {}
+    : options_(options), epoch_(std::move(epoch)), notifier_([this] { NotifierLoop(); }) {}
+
+EventHub::~EventHub() {
+  {
+    absl::MutexLock lock(&wake_mu_);
+    stopping_ = true;
+  }
+  notifier_.join();
+}
+
+void EventHub::NotifierLoop() {
+  for (;;) {
+    std::deque<std::shared_ptr<Subscriber>> batch;
+    {
+      absl::MutexLock lock(&wake_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) {
+        return stopping_ || !to_wake_.empty();
+      };
+      wake_mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      batch.swap(to_wake_);
+    }
+    for (const std::shared_ptr<Subscriber>& s : batch) s->Wake();
+  }
+}
 
 std::string EventHub::NewEpoch() {
   absl::BitGen gen;
@@ -83,13 +116,18 @@ uint64_t EventHub::Publish(v1::WatchLifecycleResponse message) {
     absl::MutexLock lock(&mu_);
     sequence = next_sequence_++;
     message.set_sequence(sequence);
+    // One immutable copy, shared by the history and every queue.
+    Message shared = std::make_shared<const v1::WatchLifecycleResponse>(std::move(message));
     for (const std::shared_ptr<Subscriber>& s : subscribers_) {
-      if (s->Offer(message)) to_wake.push_back(s);
+      if (s->Offer(shared)) to_wake.push_back(s);
     }
-    history_.push_back(std::move(message));
+    history_.push_back(std::move(shared));
     while (history_.size() > options_.history) history_.pop_front();
   }
-  for (const std::shared_ptr<Subscriber>& s : to_wake) s->Wake();
+  if (!to_wake.empty()) {
+    absl::MutexLock lock(&wake_mu_);
+    for (std::shared_ptr<Subscriber>& s : to_wake) to_wake_.push_back(std::move(s));
+  }
   return sequence;
 }
 
@@ -109,7 +147,7 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscriber>> EventHub::Subscribe(
                                                 " is ahead of the last sequence ", last));
     }
     // The history must hold every message after resume_after.
-    const uint64_t oldest = history_.empty() ? last + 1 : history_.front().sequence();
+    const uint64_t oldest = history_.empty() ? last + 1 : history_.front()->sequence();
     if (*resume_after + 1 < oldest) {
       return absl::OutOfRangeError(absl::StrCat(
           "resume_after_sequence ", *resume_after, " is older than the history (oldest kept: ",
@@ -121,8 +159,8 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscriber>> EventHub::Subscribe(
       new Subscriber(std::move(filter), options_.queue_depth, std::move(wake), start));
   if (resume_after.has_value()) {
     absl::MutexLock sub_lock(&subscriber->mu_);
-    for (const v1::WatchLifecycleResponse& m : history_) {
-      if (m.sequence() > *resume_after && subscriber->filter_.Matches(m)) {
+    for (const Message& m : history_) {
+      if (m->sequence() > *resume_after && subscriber->filter_.Matches(*m)) {
         subscriber->queue_.push_back(m);
       }
     }

@@ -10,10 +10,15 @@
 // subscriber and the publisher go on undelayed.
 //
 // Threads: Publish() runs on libvirt's event loop thread (and the reconnect
-// path); Subscribe/Unsubscribe/Drain on gRPC or worker threads. The wake
-// callback runs on the publisher's thread, outside the hub's and the
-// subscriber's queue locks; it must only signal (e.g. start a write if none
-// is in flight). After Unsubscribe() returns, the callback is never called.
+// path) and does only cheap work there: it stamps the message once, shares
+// the same immutable copy with every queue, and hands the wake-ups to the
+// hub's own notifier thread, so even a thousand watchers do not delay
+// libvirt's event loop. Subscribe/Unsubscribe/Drain run on gRPC or worker
+// threads. The wake callback runs on the notifier thread, outside the hub's
+// and the queue's locks; it must only signal (e.g. start a write if none is
+// in flight). Wakes are coalesced: one wake may stand for several messages,
+// so a woken reader drains until the queue is empty. After Unsubscribe()
+// returns, the callback is never called.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +27,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -45,6 +51,8 @@ struct WatchFilter {
 
 class EventHub {
  public:
+  using Message = std::shared_ptr<const v1::WatchLifecycleResponse>;
+
   struct Options {
     size_t history = 10000;       // --event_history
     size_t queue_depth = 1024;    // --watch_queue_depth
@@ -53,7 +61,7 @@ class EventHub {
   class Subscriber {
    public:
     // Moves out up to `max` queued messages, oldest first.
-    std::vector<v1::WatchLifecycleResponse> Drain(size_t max);
+    std::vector<Message> Drain(size_t max);
     // True once a message was dropped because the queue was full. What is
     // still queued may be drained; nothing more arrives.
     bool overflowed() const;
@@ -66,7 +74,7 @@ class EventHub {
     Subscriber(WatchFilter filter, size_t depth, std::function<void()> wake, uint64_t start)
         : filter_(std::move(filter)), capacity_(depth), last_taken_(start), wake_(std::move(wake)) {}
     // Returns true if the subscriber should be woken.
-    bool Offer(const v1::WatchLifecycleResponse& message);
+    bool Offer(const Message& message);
     void Wake();
 
     const WatchFilter filter_;
@@ -74,8 +82,9 @@ class EventHub {
     // --watch_queue_depth, plus the replay of a resume (which the watcher did
     // not fall behind on live).
     size_t capacity_ ABSL_GUARDED_BY(mu_);
-    std::deque<v1::WatchLifecycleResponse> queue_ ABSL_GUARDED_BY(mu_);
+    std::deque<Message> queue_ ABSL_GUARDED_BY(mu_);
     bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
+    bool wake_pending_ ABSL_GUARDED_BY(mu_) = false;  // queued for the notifier
     uint64_t last_taken_ ABSL_GUARDED_BY(mu_);
     // Separate from mu_: the callback may take the watcher's own lock, which
     // is held while draining (so mu_ -> watcher lock would invert).
@@ -84,6 +93,9 @@ class EventHub {
   };
 
   explicit EventHub(Options options, std::string epoch = NewEpoch());
+  ~EventHub();  // stops the notifier thread
+  EventHub(const EventHub&) = delete;
+  EventHub& operator=(const EventHub&) = delete;
 
   // 128 random bits, hex.
   static std::string NewEpoch();
@@ -110,12 +122,21 @@ class EventHub {
   uint64_t last_sequence() const;
 
  private:
+  void NotifierLoop();
+
   const Options options_;
   const std::string epoch_;
   mutable absl::Mutex mu_;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
-  std::deque<v1::WatchLifecycleResponse> history_ ABSL_GUARDED_BY(mu_);
+  std::deque<Message> history_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Subscriber>> subscribers_ ABSL_GUARDED_BY(mu_);
+
+  // Subscribers to wake, for the notifier thread. Bounded by the number of
+  // subscribers (each is queued at most once at a time).
+  absl::Mutex wake_mu_;
+  std::deque<std::shared_ptr<Subscriber>> to_wake_ ABSL_GUARDED_BY(wake_mu_);
+  bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
+  std::thread notifier_;
 };
 
 }  // namespace virtgate

@@ -259,12 +259,12 @@ void WatchReactor::OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> list
     v1::WatchLifecycleResponse m;
     Stamp(&m, reflected, hub_->epoch());
     *m.mutable_initial()->mutable_domain() = std::move(d);
-    preamble_.push_back(std::move(m));
+    preamble_.push_back(std::make_shared<const v1::WatchLifecycleResponse>(std::move(m)));
   }
   v1::WatchLifecycleResponse synced;
   Stamp(&synced, reflected, hub_->epoch());
   synced.mutable_synced();
-  preamble_.push_back(std::move(synced));
+  preamble_.push_back(std::make_shared<const v1::WatchLifecycleResponse>(std::move(synced)));
   view_until_ = absl::Now() + kInitialViewWindow;
   listing_ = false;
   PumpLocked();
@@ -281,13 +281,13 @@ void WatchReactor::PumpLocked() {
     writing_ = std::move(preamble_.front());
     preamble_.pop_front();
     write_in_flight_ = true;
-    StartWrite(&writing_);
+    StartWrite(writing_.get());
     return;
   }
   for (;;) {
-    std::vector<v1::WatchLifecycleResponse> next = subscriber_->Drain(1);
+    std::vector<EventHub::Message> next = subscriber_->Drain(1);
     if (next.empty()) break;
-    v1::WatchLifecycleResponse& m = next.front();
+    const v1::WatchLifecycleResponse& m = *next.front();
     if (m.has_event()) {
       if (view_.has_value() && absl::Now() > view_until_) view_.reset();
       const bool already_shown = view_.has_value() && !view_->IsNew(m.event());
@@ -298,9 +298,9 @@ void WatchReactor::PumpLocked() {
         continue;
       }
     }
-    writing_ = std::move(m);
+    writing_ = std::move(next.front());
     write_in_flight_ = true;
-    StartWrite(&writing_);
+    StartWrite(writing_.get());
     return;
   }
   if (subscriber_->overflowed()) {
@@ -314,7 +314,8 @@ void WatchReactor::PumpLocked() {
 void WatchReactor::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   write_in_flight_ = false;
-  if (ok) last_sent_ = std::max(last_sent_, writing_.sequence());
+  if (ok) last_sent_ = std::max(last_sent_, writing_->sequence());
+  writing_.reset();
   if (finish_after_write_.has_value()) {
     grpc::Status s = *std::move(finish_after_write_);
     finish_after_write_.reset();

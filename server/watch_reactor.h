@@ -143,10 +143,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> finish_after_write_ ABSL_GUARDED_BY(mu_);
-  v1::WatchLifecycleResponse writing_ ABSL_GUARDED_BY(mu_);  // alive until OnWriteDone
+  EventHub::Message writing_ ABSL_GUARDED_BY(mu_);  // kept alive until OnWriteDone
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool listing_ ABSL_GUARDED_BY(mu_) = false;  // initial states not ready yet
-  std::deque<v1::WatchLifecycleResponse> preamble_ ABSL_GUARDED_BY(mu_);
+  std::deque<EventHub::Message> preamble_ ABSL_GUARDED_BY(mu_);
   std::optional<InitialView> view_ ABSL_GUARDED_BY(mu_);
   absl::Time view_until_ ABSL_GUARDED_BY(mu_);
 };

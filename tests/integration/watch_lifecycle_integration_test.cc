@@ -210,7 +210,11 @@ TEST_F(WatchLifecycleIntegrationTest, FiltersDeliverExactlyTheMatchingEvents) {
   ASSERT_EQ(virDomainCreate(b.get()), 0);
   ASSERT_EQ(virDomainDestroy(a.get()), 0);
   ASSERT_EQ(virDomainDestroy(b.get()), 0);
-  ASSERT_TRUE(all.WaitForCount(4, absl::Seconds(30)));  // everything was delivered
+  ASSERT_TRUE(all.WaitForCount(4, absl::Seconds(30)));  // everything was published
+  // Watchers are served independently: wait for each one's share.
+  ASSERT_TRUE(wn.WaitForCount(2, absl::Seconds(30)));
+  ASSERT_TRUE(wu.WaitForCount(2, absl::Seconds(30)));
+  ASSERT_TRUE(wt.WaitForCount(2, absl::Seconds(30)));
   auto names = [](Watcher& w) {
     std::vector<std::string> out;
     for (const auto& m : w.Messages()) out.push_back(Describe(m));
@@ -285,7 +289,7 @@ TEST_F(WatchLifecycleIntegrationTest, ResumePastHistoryOrForeignEpochIsOutOfRang
 
 TEST_F(WatchLifecycleIntegrationTest, StalledWatcherOverflowsAloneAndResumesWithoutLoss) {
   server_.reset();
-  StartServer(/*queue_depth=*/16);
+  StartServer(/*queue_depth=*/256);
   Watcher reading(stub_.get(), {});
   // A client that stops reading stalls the server's writes once HTTP/2 flow
   // control runs out; a small window (and no BDP growth) makes that happen

@@ -413,6 +413,9 @@ TEST_F(HypervisorServiceTest, FullWorkQueueIsResourceExhaustedAtOnce) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("server busy"));
   release.Notify();
+  // Once the worker is free again, calls are admitted.
+  ASSERT_TRUE(testing::WaitFor([&] { return server->workers()->GetStats().busy == 0; },
+                               absl::Seconds(10)));
   grpc::ClientContext ctx2;
   EXPECT_TRUE(stub->ListDomains(&ctx2, {}, &resp).ok());
 }
