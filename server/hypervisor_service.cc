@@ -93,7 +93,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
 
 grpc::ServerWriteReactor<v1::WatchLifecycleResponse>* HypervisorService::WatchLifecycle(
     grpc::CallbackServerContext* ctx, const v1::WatchLifecycleRequest* request) {
-  return WatchReactor::Start(ctx, *request, WatchDeps{hub_, workers_, connections_, lister_},
+  return WatchReactor::Start(ctx, *request, WatchDeps{hub_, workers_, connections_, lister_, timers_},
                              &watches_);
 }
 

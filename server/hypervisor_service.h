@@ -24,11 +24,13 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
  public:
   // `workers` must outlive the gRPC server (only gRPC threads submit to it).
   HypervisorService(WorkerPool* workers, std::shared_ptr<ConnectionPool> connections,
-                    std::shared_ptr<DomainLister> lister, std::shared_ptr<EventHub> hub)
+                    std::shared_ptr<DomainLister> lister, std::shared_ptr<EventHub> hub,
+                    TimerThread* timers)
       : workers_(workers),
         connections_(std::move(connections)),
         lister_(std::move(lister)),
-        hub_(std::move(hub)) {}
+        hub_(std::move(hub)),
+        timers_(timers) {}
 
   // Ends every open WatchLifecycle stream with UNAVAILABLE (server shutdown).
   void EndWatches() { watches_.EndAll(); }
@@ -51,6 +53,7 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
   const std::shared_ptr<ConnectionPool> connections_;
   const std::shared_ptr<DomainLister> lister_;
   const std::shared_ptr<EventHub> hub_;
+  TimerThread* const timers_;
   WatchRegistry watches_;
 };
 

@@ -113,8 +113,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   server->workers_ = std::make_unique<WorkerPool>(
       WorkerPool::Options{options.workers, options.max_queued_calls});
   server->lister_ = std::make_shared<DomainLister>(DomainLister::Options{}, server->facts_);
+  server->timers_ = std::make_unique<TimerThread>();
   server->service_ = std::make_unique<HypervisorService>(
-      server->workers_.get(), server->connections_, server->lister_, server->hub_);
+      server->workers_.get(), server->connections_, server->lister_, server->hub_,
+      server->timers_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

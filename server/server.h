@@ -17,6 +17,7 @@
 #include "server/domain_facts_cache.h"
 #include "server/domain_lister.h"
 #include "server/event_hub.h"
+#include "server/timer_thread.h"
 #include "server/hypervisor_service.h"
 #include "server/worker_pool.h"
 
@@ -81,6 +82,7 @@ class Server {
   std::shared_ptr<DomainFactsCache> facts_;
   std::shared_ptr<DomainLister> lister_;
   std::shared_ptr<EventHub> hub_;
+  std::unique_ptr<TimerThread> timers_;  // outlives the gRPC server's reactors
   std::unique_ptr<HypervisorService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   absl::Mutex shutdown_mu_;

@@ -1,6 +1,8 @@
 #include "server/watch_reactor.h"
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/domain_lister.h"
@@ -158,12 +160,14 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
   } else if (initial && (request.resume_after_sequence() > 0 || !request.resume_epoch().empty())) {
     refused = absl::InvalidArgumentError(
         "send_initial_state and resume_after_sequence exclude each other: resume, or re-list");
-  } else if (request.coalesce_ms() != 0) {
-    refused = absl::UnimplementedError(
-        "coalesce_ms is not implemented in this virtgated version yet");
+  } else if (request.coalesce_ms() > 60000) {
+    refused = absl::InvalidArgumentError(
+        absl::StrCat("coalesce_ms must be at most 60000, got ", request.coalesce_ms()));
   } else if (request.resume_after_sequence() == 0 && !request.resume_epoch().empty()) {
     refused = absl::InvalidArgumentError("resume_epoch needs resume_after_sequence");
   }
+  watch->coalesce_ = absl::Milliseconds(request.coalesce_ms());
+  watch->timers_ = deps.timers;
   if (refused.ok() && initial) {
     // The view must see every event of its domains; types are filtered here.
     watch->local_types_ = std::move(filter->types);
@@ -275,16 +279,33 @@ void WatchReactor::OnMessages() {
   PumpLocked();
 }
 
+void WatchReactor::WriteLocked(EventHub::Message m) {
+  writing_ = std::move(m);
+  write_in_flight_ = true;
+  StartWrite(writing_.get());
+}
+
+void WatchReactor::CloseWindowLocked() {
+  std::vector<EventHub::Message> batch;
+  batch.reserve(window_.size());
+  for (auto& [uuid, m] : window_) batch.push_back(std::move(m));
+  window_.clear();
+  std::sort(batch.begin(), batch.end(),
+            [](const EventHub::Message& a, const EventHub::Message& b) {
+              return a->sequence() < b->sequence();
+            });
+  for (EventHub::Message& m : batch) ready_.push_back(std::move(m));
+}
+
 void WatchReactor::PumpLocked() {
   if (finished_ || write_in_flight_ || !subscriber_ || listing_) return;
   if (!preamble_.empty()) {
-    writing_ = std::move(preamble_.front());
+    EventHub::Message m = std::move(preamble_.front());
     preamble_.pop_front();
-    write_in_flight_ = true;
-    StartWrite(writing_.get());
+    WriteLocked(std::move(m));
     return;
   }
-  for (;;) {
+  while (ready_.empty()) {
     std::vector<EventHub::Message> next = subscriber_->Drain(1);
     if (next.empty()) break;
     const v1::WatchLifecycleResponse& m = *next.front();
@@ -293,14 +314,31 @@ void WatchReactor::PumpLocked() {
       const bool already_shown = view_.has_value() && !view_->IsNew(m.event());
       const bool unwanted = !local_types_.empty() && !local_types_.contains(m.event().type());
       if (already_shown || unwanted) {
-        // Nothing in flight: the client has everything up to here.
-        last_sent_ = m.sequence();
+        // With nothing held back, the client has everything up to here.
+        if (window_.empty()) last_sent_ = m.sequence();
         continue;
       }
+      if (coalesce_ > absl::ZeroDuration()) {
+        if (window_.empty()) {
+          window_closes_ = absl::Now() + coalesce_;
+          timers_->Schedule(window_closes_, [handle = handle_] {
+            absl::MutexLock lock(&handle->mu);
+            if (handle->watch != nullptr) handle->watch->OnMessages();
+          });
+        }
+        window_[m.event().domain_uuid()] = std::move(next.front());  // the last one wins
+        continue;
+      }
+    } else if (!window_.empty()) {
+      CloseWindowLocked();  // a connection change ends the window
     }
-    writing_ = std::move(next.front());
-    write_in_flight_ = true;
-    StartWrite(writing_.get());
+    ready_.push_back(std::move(next.front()));
+  }
+  if (!window_.empty() && absl::Now() >= window_closes_) CloseWindowLocked();
+  if (!ready_.empty()) {
+    EventHub::Message m = std::move(ready_.front());
+    ready_.pop_front();
+    WriteLocked(std::move(m));
     return;
   }
   if (subscriber_->overflowed()) {

@@ -20,6 +20,11 @@
 // are impossible given what the client was shown (a STARTED for a domain
 // shown active with that id, a STOPPED for one shown inactive, ...), so no
 // transition is lost or duplicated around the marker.
+//
+// coalesce_ms: the first event opens a window; when it closes, the events
+// that arrived within it are reduced to each domain's final event and sent in
+// sequence order (so sequences stay increasing and resume stays exact).
+// Connection changes close the window at once.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -37,6 +42,7 @@
 #include "server/connection_pool.h"
 #include "server/domain_lister.h"
 #include "server/event_hub.h"
+#include "server/timer_thread.h"
 #include "server/worker_pool.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
@@ -70,6 +76,7 @@ struct WatchDeps {
   WorkerPool* workers = nullptr;
   std::shared_ptr<ConnectionPool> connections;
   std::shared_ptr<DomainLister> lister;
+  TimerThread* timers = nullptr;  // closes coalescing windows
 };
 
 // The open watches, so shutdown can end them. Thread-safe.
@@ -125,6 +132,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   void OnMessages();
   // Writes the next queued message, or finishes if one is due.
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriteLocked(EventHub::Message m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the coalescing window's events to ready_, in sequence order.
+  void CloseWindowLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finishes now if no write is in flight, else after it completes.
   void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   grpc::Status WithLastSequence(grpc::StatusCode code, const std::string& why)
@@ -138,6 +148,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   // Set in Start: event types this reactor filters itself (initial-state
   // watches see every event of their domains, to keep InitialView right).
   absl::flat_hash_set<int> local_types_;
+  absl::Duration coalesce_ = absl::ZeroDuration();  // set once, in Start
+  TimerThread* timers_ = nullptr;                    // likewise
 
   absl::Mutex mu_;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
@@ -148,6 +160,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   bool listing_ ABSL_GUARDED_BY(mu_) = false;  // initial states not ready yet
   std::deque<EventHub::Message> preamble_ ABSL_GUARDED_BY(mu_);
   std::optional<InitialView> view_ ABSL_GUARDED_BY(mu_);
+  // Coalescing: the open window's last event per domain, and what is ready
+  // to write in order.
+  absl::flat_hash_map<std::string, EventHub::Message> window_ ABSL_GUARDED_BY(mu_);
+  absl::Time window_closes_ ABSL_GUARDED_BY(mu_);
+  std::deque<EventHub::Message> ready_ ABSL_GUARDED_BY(mu_);
   absl::Time view_until_ ABSL_GUARDED_BY(mu_);
 };
 

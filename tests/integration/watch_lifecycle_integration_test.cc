@@ -452,6 +452,30 @@ TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChu
   }
 }
 
+// A burst within the window arrives as each domain's final transition, in
+// sequence order; the raw watcher beside it sees every event.
+TEST_F(WatchLifecycleIntegrationTest, CoalescingDeliversEachDomainsFinalTransition) {
+  v1::WatchLifecycleRequest req;
+  req.set_coalesce_ms(3000);  // far longer than the burst below takes
+  Watcher coalesced(stub_.get(), req);
+  Watcher raw(stub_.get(), {});
+  WaitSubscribed(2);
+  DomainHandle a = Define("co-a");        // DEFINED
+  ASSERT_EQ(virDomainCreate(a.get()), 0);  // STARTED
+  DomainHandle b = Define("co-b");        // DEFINED
+  ASSERT_EQ(virDomainSuspend(a.get()), 0);  // SUSPENDED
+  ASSERT_EQ(virDomainCreate(b.get()), 0);  // STARTED
+  ASSERT_EQ(virDomainDestroy(a.get()), 0);  // STOPPED: a's final transition
+  ASSERT_TRUE(raw.WaitForCount(6, absl::Seconds(30)));
+  ASSERT_TRUE(coalesced.WaitForCount(2, absl::Seconds(30)));
+  std::vector<v1::WatchLifecycleResponse> got = coalesced.Messages();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(Describe(got[0]), "co-b LIFECYCLE_EVENT_TYPE_STARTED/booted");
+  EXPECT_EQ(Describe(got[1]), "co-a LIFECYCLE_EVENT_TYPE_STOPPED/destroyed");
+  EXPECT_LT(got[0].sequence(), got[1].sequence());
+  EXPECT_EQ(got[1].sequence(), raw.Messages().back().sequence());
+}
+
 TEST_F(WatchLifecycleIntegrationTest, CancelFreesAndShutdownEndsWatchesPromptly) {
   {
     std::vector<std::unique_ptr<Watcher>> ws;
