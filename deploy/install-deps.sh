@@ -5,6 +5,7 @@
 #
 #   deploy/install-deps.sh build   # compile virtgated and virtgatectl
 #   deploy/install-deps.sh test    # build + tests, benchmarks, clang checks
+#   deploy/install-deps.sh libvirtd  # a private libvirtd (deploy/dev-libvirtd.sh)
 set -euo pipefail
 
 what="${1:-build}"
@@ -22,7 +23,8 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+  libvirtd) pkgs=(libvirt-daemon libvirt-clients) ;;
+  *) echo "usage: $0 build|test|libvirtd" >&2; exit 2 ;;
 esac
 
 missing=()
