@@ -195,7 +195,11 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
                               VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
     if (n < 0) {
       absl::Status s = LastLibvirtError("virDomainListGetStats");
-      if (s.code() != absl::StatusCode::kInvalidArgument) return s;
+      // Only an "unsupported flags" refusal means the driver lacks NOWAIT.
+      if (s.code() != absl::StatusCode::kInvalidArgument ||
+          !absl::StrContains(absl::AsciiStrToLower(s.message()), "flag")) {
+        return s;
+      }
       LogInfo("driver rejects NOWAIT bulk stats; listing without it (", s.message(), ")");
       nowait_supported_.store(false);
     }
