@@ -123,6 +123,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   grpc::ServerBuilder builder;
   int selected_port = 0;
   builder.AddListeningPort(options.listen, *creds, &selected_port);
+  // Watches are long and often idle: let clients keep them alive with HTTP/2
+  // pings (every 10 s at most) to find half-open connections.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(server->service_.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (!server->grpc_server_ || selected_port == 0) {

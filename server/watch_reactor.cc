@@ -163,8 +163,8 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
   } else if (request.coalesce_ms() > 60000) {
     refused = absl::InvalidArgumentError(
         absl::StrCat("coalesce_ms must be at most 60000, got ", request.coalesce_ms()));
-  } else if (request.resume_after_sequence() == 0 && !request.resume_epoch().empty()) {
-    refused = absl::InvalidArgumentError("resume_epoch needs resume_after_sequence");
+  } else if (request.resume_after_sequence() > 0 && request.resume_epoch().empty()) {
+    refused = absl::InvalidArgumentError("resume_after_sequence needs resume_epoch");
   }
   watch->coalesce_ = absl::Milliseconds(request.coalesce_ms());
   watch->timers_ = deps.timers;
@@ -176,9 +176,8 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
   }
   if (refused.ok()) {
     std::optional<uint64_t> resume;
-    if (request.resume_after_sequence() > 0 || !request.resume_epoch().empty()) {
-      resume = request.resume_after_sequence();
-    }
+    // An epoch with sequence 0 resumes from the start of that epoch.
+    if (!request.resume_epoch().empty()) resume = request.resume_after_sequence();
     absl::StatusOr<std::shared_ptr<EventHub::Subscriber>> sub = watch->hub_->Subscribe(
         *std::move(filter), resume, request.resume_epoch(), [watch] { watch->OnMessages(); });
     if (sub.ok()) {

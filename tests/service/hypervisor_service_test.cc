@@ -384,6 +384,9 @@ TEST_F(HypervisorServiceTest, WatchRejectsBadRequestsAtOnce) {
   grpc::Status s = finish(foreign);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE);
   EXPECT_THAT(s.error_message(), HasSubstr("epoch"));
+  v1::WatchLifecycleRequest no_epoch;
+  no_epoch.set_resume_after_sequence(3);
+  EXPECT_EQ(finish(no_epoch).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   v1::WatchLifecycleRequest initial_and_resume;
   initial_and_resume.set_send_initial_state(true);
   initial_and_resume.set_resume_after_sequence(1);
