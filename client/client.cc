@@ -370,7 +370,6 @@ void WatchSession::Cancel() {
   cancelled_ = true;
   // TryCancel only marks the call; it never waits for the network.
   if (context_ != nullptr) context_->TryCancel();
-  cancelled_cv_.notify_all();
 }
 
 bool WatchSession::cancelled() const {
@@ -388,12 +387,6 @@ bool WatchSession::Attach(grpc::ClientContext* context) {
 void WatchSession::Detach() {
   std::lock_guard<std::mutex> lock(mu_);
   context_ = nullptr;
-}
-
-bool WatchSession::WaitCancelled(absl::Duration delay) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cancelled_cv_.wait_for(lock, absl::ToChronoNanoseconds(delay), [this] { return cancelled_; });
-  return cancelled_;
 }
 
 // --- WatchLifecycle
@@ -484,8 +477,14 @@ absl::Status Client::WatchLifecycle(v1::WatchLifecycleRequest request,
     if (cancelled()) return absl::OkStatus();
     if (delivered) failures = 0;
 
-    if (status.error_code() == grpc::StatusCode::OUT_OF_RANGE && resuming) {
-      // The resume point is gone: re-list, at once (the server is up).
+    // OUT_OF_RANGE: the resume point is gone. INVALID_ARGUMENT for a
+    // resume from sequence 0 (a subscription made before the epoch's first
+    // event, which nothing delivered since): a server that cannot express
+    // "from the start of the epoch". Either way, re-list, at once (the
+    // server is up).
+    if (resuming &&
+        (status.error_code() == grpc::StatusCode::OUT_OF_RANGE ||
+         (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT && position->sequence == 0))) {
       const std::string why =
           absl::StrCat("cannot resume after sequence ", position->sequence, " of epoch ",
                        position->epoch.empty() ? "(none)" : position->epoch, ": ",
@@ -521,10 +520,31 @@ absl::Status Client::WatchLifecycle(v1::WatchLifecycleRequest request,
     }
     const absl::Duration delay = next_delay();
     if (callbacks.on_retry) callbacks.on_retry(why, delay);
-    if (session != nullptr) {
-      if (session->WaitCancelled(delay)) return absl::OkStatus();
-    } else {
-      absl::SleepFor(delay);
+    if (WaitBeforeRetry(delay, session)) return absl::OkStatus();
+  }
+}
+
+bool Client::WaitBeforeRetry(absl::Duration delay, WatchSession* session) const {
+  // Checked this often for Cancel(); bounds how long Cancel() may take.
+  constexpr absl::Duration kSlice = absl::Milliseconds(25);
+  const absl::Time until = absl::Now() + delay;
+  // Waiting on the channel rather than sleeping keeps gRPC's I/O going:
+  // with the synchronous API nothing else polls the channel between calls,
+  // and a reconnection would only be noticed by gRPC's backup poller, which
+  // runs every 5 seconds. try_to_connect: an idle channel (after the server
+  // said goodbye) starts reconnecting now.
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+  bool was_down = state != GRPC_CHANNEL_READY;
+  while (true) {
+    if (session != nullptr && session->cancelled()) return true;
+    const absl::Time now = absl::Now();
+    if (now >= until) return false;
+    // The channel went down and is back: no reason to wait out the rest.
+    // (A stream a connected server ended, e.g. for falling behind, waits.)
+    if (was_down && state == GRPC_CHANNEL_READY) return false;
+    if (channel_->WaitForStateChange(state, absl::ToChronoTime(std::min(until, now + kSlice)))) {
+      state = channel_->GetState(/*try_to_connect=*/true);
+      was_down = was_down || state != GRPC_CHANNEL_READY;
     }
   }
 }

@@ -577,7 +577,8 @@ int RunWatch(const Client& client, const Invocation& inv) {
   signal_waiter.join();
   if (!write_error.empty()) return Fail(kExitFailure, write_error);
   if (!status.ok()) return CallFailed(status);
-  return interrupted.load() ? kExitOk : kExitFailure;
+  // OK means cancelled, and only a signal or a failed write cancels.
+  return interrupted.load() ? kExitOk : Fail(kExitFailure, "watch ended unexpectedly");
 }
 
 struct Command {

@@ -23,7 +23,6 @@
 // it (see WatchSession) or the server refuses it for good.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -98,8 +97,9 @@ struct WatchCallbacks {
   std::function<void(const std::string& why)> on_resync;
 
   // Optional, for logging and tests. A transient failure (`why`, as the
-  // library would report it) ended the stream or prevented it; the watch
-  // connects again after `delay` (unless cancelled first) and resumes.
+  // library would report it, e.g. "cannot reach ADDR: connection refused")
+  // ended the stream or prevented it; the watch tries again after `delay`,
+  // or sooner once the channel has reconnected, and resumes.
   std::function<void(const absl::Status& why, absl::Duration delay)> on_retry;
 };
 
@@ -113,8 +113,8 @@ class WatchSession {
   WatchSession(const WatchSession&) = delete;
   WatchSession& operator=(const WatchSession&) = delete;
 
-  // Makes WatchLifecycle return OkStatus promptly: it cancels the open
-  // stream, or interrupts the wait before a reconnection. No callback is
+  // Makes WatchLifecycle return OkStatus promptly (within milliseconds): it
+  // cancels the open stream, or interrupts the wait before a reconnection. No callback is
   // called after WatchLifecycle has seen the cancellation (one running at
   // the time completes). Thread-safe, idempotent, never blocks on the
   // network; calling it before WatchLifecycle starts makes that call return
@@ -130,12 +130,9 @@ class WatchSession {
   // registered) if already cancelled.
   bool Attach(grpc::ClientContext* context);
   void Detach();
-  // Waits for `delay` or until cancelled; true if cancelled.
-  bool WaitCancelled(absl::Duration delay);
 
   mutable std::mutex mu_;
-  std::condition_variable cancelled_cv_;
-  bool cancelled_ = false;           // guarded by mu_
+  bool cancelled_ = false;                  // guarded by mu_
   grpc::ClientContext* context_ = nullptr;  // guarded by mu_
 };
 
@@ -200,11 +197,13 @@ class Client {
   // reported in the stream's trailers, if any, else subscribes anew.)
   //
   // When the server cannot resume (OUT_OF_RANGE: it restarted with a new
-  // epoch, or its history no longer reaches back far enough), the library
-  // calls on_resync and subscribes again with send_initial_state (same
-  // filters, no resume point): initial states, synced, then live events.
-  // The same happens if the stream breaks while initial states are being
-  // delivered. A request with send_initial_state gets its initial states
+  // epoch, or its history no longer reaches back far enough; or
+  // INVALID_ARGUMENT for a resume from sequence 0, i.e. a stream that began
+  // before the epoch's first event, which older servers cannot express),
+  // the library calls on_resync and subscribes again with
+  // send_initial_state (same filters, no resume point): initial states,
+  // synced, then live events. The same happens if the stream breaks while
+  // initial states are being delivered. A request with send_initial_state gets its initial states
   // once; later reconnections resume after them.
   //
   // Every other failure is permanent and returned as it came from the
@@ -226,6 +225,10 @@ class Client {
 
   // Converts a failed call's status, naming `target_` for transport errors.
   absl::Status FromGrpc(const grpc::Status& status) const;
+
+  // WatchLifecycle's wait before reconnecting: `delay`, less if the channel
+  // reconnects meanwhile. True if `session` was cancelled.
+  bool WaitBeforeRetry(absl::Duration delay, WatchSession* session) const;
 
   const std::string target_;
   const ClientOptions options_;
