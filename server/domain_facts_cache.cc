@@ -2,6 +2,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "server/libvirt_errors.h"
+#include "server/libvirt_handles.h"
 
 namespace virtgate {
 
@@ -26,10 +27,8 @@ std::optional<DomainFacts> DomainFactsCache::LastKnown(const std::string& uuid) 
 
 absl::StatusOr<DomainFacts> DomainFactsCache::Fetch(virDomainPtr dom, const std::string& uuid) {
   DomainFacts facts;
-  const char* name = virDomainGetName(dom);
-  facts.name = name ? name : "";
-  const unsigned int id = virDomainGetID(dom);
-  facts.id = id == static_cast<unsigned int>(-1) ? 0 : id;
+  facts.name = DomainName(dom);
+  facts.id = DomainId(dom);
 
   virDomainInfo info;
   if (virDomainGetInfo(dom, &info) < 0) return LastLibvirtError("virDomainGetInfo " + facts.name);

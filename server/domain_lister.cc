@@ -42,22 +42,6 @@ absl::StatusOr<std::string> NormalizeUuid(absl::string_view text) {
 
 namespace {
 
-std::string DomainUuid(virDomainPtr dom) {
-  char buf[VIR_UUID_STRING_BUFLEN] = {0};
-  if (virDomainGetUUIDString(dom, buf) < 0) return "";
-  return buf;
-}
-
-std::string DomainName(virDomainPtr dom) {
-  const char* name = virDomainGetName(dom);
-  return name ? name : "";
-}
-
-uint32_t DomainId(virDomainPtr dom) {
-  const unsigned int id = virDomainGetID(dom);
-  return id == static_cast<unsigned int>(-1) ? 0 : id;
-}
-
 // libvirt refuses to send more than REMOTE_DOMAIN_LIST_MAX (16,384) domains in
 // one reply; both ends report it as "too many ... domains".
 bool IsTooManyDomains(const absl::Status& status) {
@@ -309,7 +293,8 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
   int page_size = request.page_size() == 0 ? options_.default_page_size : request.page_size();
   page_size = std::min(page_size, options_.max_page_size);
 
-  absl::StatusOr<std::vector<DomainHandle>> listed = ListAllDomains(conn, ListFlags(request));
+  const unsigned int flags = ListFlags(request);
+  absl::StatusOr<std::vector<DomainHandle>> listed = ListAllDomains(conn, flags);
   if (!listed.ok()) return listed.status();
 
   struct Entry {
@@ -334,12 +319,12 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
         std::tuple{&pinned_autostart, VIR_CONNECT_LIST_DOMAINS_AUTOSTART, &autostart}}) {
     if (pinned->has_value()) continue;
     absl::StatusOr<std::vector<DomainHandle>> flagged =
-        ListAllDomains(conn, ListFlags(request) | flag);
+        ListAllDomains(conn, flags | flag);
     if (!flagged.ok()) return flagged.status();
     for (const DomainHandle& d : *flagged) set->insert(DomainUuid(d.get()));
   }
 
-  const bool unfiltered = ListFlags(request) == 0;
+  const bool unfiltered = flags == 0;
   if (unfiltered && !cursor) {
     std::vector<std::string> uuids;
     uuids.reserve(entries.size());

@@ -104,18 +104,21 @@ std::string EventHub::NewEpoch() {
                          absl::Uniform<uint64_t>(gen));
 }
 
+void EventHub::Stamp(v1::WatchLifecycleResponse* message, uint64_t sequence) const {
+  const int64_t nanos = absl::ToUnixNanos(absl::Now());
+  message->set_sequence(sequence);
+  message->set_epoch(epoch_);
+  message->mutable_time()->set_seconds(nanos / 1000000000);
+  message->mutable_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+}
+
 uint64_t EventHub::Publish(v1::WatchLifecycleResponse message) {
-  const absl::Time now = absl::Now();
-  message.set_epoch(epoch_);
-  const int64_t nanos = absl::ToUnixNanos(now);
-  message.mutable_time()->set_seconds(nanos / 1000000000);
-  message.mutable_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
   std::vector<std::shared_ptr<Subscriber>> to_wake;
   uint64_t sequence;
   {
     absl::MutexLock lock(&mu_);
     sequence = next_sequence_++;
-    message.set_sequence(sequence);
+    Stamp(&message, sequence);
     // One immutable copy, shared by the history and every queue.
     Message shared = std::make_shared<const v1::WatchLifecycleResponse>(std::move(message));
     for (const std::shared_ptr<Subscriber>& s : subscribers_) {

@@ -102,6 +102,9 @@ class EventHub {
 
   const std::string& epoch() const { return epoch_; }
 
+  // Sets `message`'s sequence, this hub's epoch, and the current time.
+  void Stamp(v1::WatchLifecycleResponse* message, uint64_t sequence) const;
+
   // Stamps `message` (sequence, epoch, time), records and fans it out.
   // Returns the sequence it got.
   uint64_t Publish(v1::WatchLifecycleResponse message);

@@ -4,7 +4,9 @@
 
 #include <libvirt/libvirt.h>
 
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace virtgate {
@@ -23,6 +25,23 @@ struct DomainStatsFreer {
   void operator()(virDomainStatsRecordPtr* stats) const { virDomainStatsRecordListFree(stats); }
 };
 using DomainStatsList = std::unique_ptr<virDomainStatsRecordPtr, DomainStatsFreer>;
+
+// Local reads of a domain object: libvirt keeps uuid, name and id in the
+// virDomainPtr itself (also for remote connections), so none is a round trip.
+inline std::string DomainUuid(virDomainPtr dom) {
+  char buf[VIR_UUID_STRING_BUFLEN] = {0};
+  if (virDomainGetUUIDString(dom, buf) < 0) return "";
+  return buf;
+}
+inline std::string DomainName(virDomainPtr dom) {
+  const char* name = virDomainGetName(dom);
+  return name ? name : "";
+}
+// 0 while inactive (libvirt says -1).
+inline uint32_t DomainId(virDomainPtr dom) {
+  const unsigned int id = virDomainGetID(dom);
+  return id == static_cast<unsigned int>(-1) ? 0 : id;
+}
 
 // Takes ownership of the array virConnectListAllDomains returns (n entries).
 inline std::vector<DomainHandle> AdoptDomainArray(virDomainPtr* doms, int n) {

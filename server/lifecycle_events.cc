@@ -2,6 +2,7 @@
 
 #include "server/domain_state.h"
 #include "server/libvirt_errors.h"
+#include "server/libvirt_handles.h"
 
 namespace virtgate {
 
@@ -26,19 +27,15 @@ int LifecycleEventSource::OnLifecycle(virConnectPtr /*conn*/, virDomainPtr dom, 
   v1::WatchLifecycleResponse message;
   v1::LifecycleEvent* e = message.mutable_event();
   // All three read the event's own domain object: no round trip.
-  char uuid[VIR_UUID_STRING_BUFLEN] = {0};
-  virDomainGetUUIDString(dom, uuid);
-  e->set_domain_uuid(uuid);
-  const char* name = virDomainGetName(dom);
-  e->set_domain_name(name ? name : "");
-  const unsigned int id = virDomainGetID(dom);
-  e->set_domain_id(id == static_cast<unsigned int>(-1) ? 0 : id);
+  e->set_domain_uuid(DomainUuid(dom));
+  e->set_domain_name(DomainName(dom));
+  e->set_domain_id(DomainId(dom));
   e->set_type(ToProtoEventType(event));
   e->set_detail(EventDetailName(event, detail));
   e->set_type_code(event);
   e->set_detail_code(detail);
   if (event == VIR_DOMAIN_EVENT_DEFINED || event == VIR_DOMAIN_EVENT_UNDEFINED) {
-    sink.cache->Invalidate(uuid);  // redefined: its static facts may differ
+    sink.cache->Invalidate(e->domain_uuid());  // redefined: its static facts may differ
   }
   sink.hub->Publish(std::move(message));
   return 0;

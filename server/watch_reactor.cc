@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/domain_lister.h"
+#include "server/grpc_status.h"
 
 namespace virtgate {
 
@@ -115,14 +116,6 @@ namespace {
 // libvirt delivers events within milliseconds; this is generous.
 constexpr absl::Duration kInitialViewWindow = absl::Seconds(5);
 
-void Stamp(v1::WatchLifecycleResponse* m, uint64_t sequence, const std::string& epoch) {
-  const int64_t nanos = absl::ToUnixNanos(absl::Now());
-  m->set_sequence(sequence);
-  m->set_epoch(epoch);
-  m->mutable_time()->set_seconds(nanos / 1000000000);
-  m->mutable_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-}
-
 absl::StatusOr<WatchFilter> ParseFilter(const v1::WatchLifecycleRequest& request) {
   WatchFilter filter;
   for (const std::string& u : request.domain_uuids()) {
@@ -139,10 +132,6 @@ absl::StatusOr<WatchFilter> ParseFilter(const v1::WatchLifecycleRequest& request
     filter.types.insert(t);
   }
   return filter;
-}
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
 }  // namespace
@@ -191,7 +180,7 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
   }
   if (!refused.ok()) {
     absl::MutexLock lock(&watch->mu_);
-    watch->FinishLocked(ToGrpc(refused));
+    watch->FinishLocked(Ending::From(refused));
     return watch;
   }
   registry->Add(watch);
@@ -243,7 +232,7 @@ void WatchReactor::StartInitialListing(const WatchDeps& deps, const WatchFilter&
       });
   if (!queued.ok()) {
     absl::MutexLock lock(&mu_);
-    FinishLocked(ToGrpc(queued));
+    FinishLocked(Ending::From(queued));
   }
 }
 
@@ -251,23 +240,24 @@ void WatchReactor::OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> list
   absl::MutexLock lock(&mu_);
   if (finished_) return;
   if (!listed.ok()) {
-    FinishLocked(ToGrpc(listed.status()));
+    FinishLocked(Ending::From(listed.status()));
     return;
   }
   // Events up to the subscription point are certainly reflected.
   const uint64_t reflected = last_sent_;
   view_.emplace();
+  // Nothing was drained while listing, so ready_ is empty: these go first.
   for (v1::Domain& d : *listed) {
     view_->Add(d);
     v1::WatchLifecycleResponse m;
-    Stamp(&m, reflected, hub_->epoch());
+    hub_->Stamp(&m, reflected);
     *m.mutable_initial()->mutable_domain() = std::move(d);
-    preamble_.push_back(std::make_shared<const v1::WatchLifecycleResponse>(std::move(m)));
+    ready_.push_back(std::make_shared<const v1::WatchLifecycleResponse>(std::move(m)));
   }
   v1::WatchLifecycleResponse synced;
-  Stamp(&synced, reflected, hub_->epoch());
+  hub_->Stamp(&synced, reflected);
   synced.mutable_synced();
-  preamble_.push_back(std::make_shared<const v1::WatchLifecycleResponse>(std::move(synced)));
+  ready_.push_back(std::make_shared<const v1::WatchLifecycleResponse>(std::move(synced)));
   view_until_ = absl::Now() + kInitialViewWindow;
   listing_ = false;
   PumpLocked();
@@ -298,12 +288,6 @@ void WatchReactor::CloseWindowLocked() {
 
 void WatchReactor::PumpLocked() {
   if (finished_ || write_in_flight_ || !subscriber_ || listing_) return;
-  if (!preamble_.empty()) {
-    EventHub::Message m = std::move(preamble_.front());
-    preamble_.pop_front();
-    WriteLocked(std::move(m));
-    return;
-  }
   while (ready_.empty()) {
     std::vector<EventHub::Message> next = subscriber_->Drain(1);
     if (next.empty()) break;
@@ -341,10 +325,10 @@ void WatchReactor::PumpLocked() {
     return;
   }
   if (subscriber_->overflowed()) {
-    FinishLocked(WithLastSequence(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        "watcher fell behind by more than --watch_queue_depth messages; resume after the "
-        "last sequence"));
+    FinishLocked({grpc::StatusCode::RESOURCE_EXHAUSTED,
+                  "watcher fell behind by more than --watch_queue_depth messages; resume after "
+                  "the last sequence",
+                  /*with_position=*/true});
   }
 }
 
@@ -353,16 +337,13 @@ void WatchReactor::OnWriteDone(bool ok) {
   write_in_flight_ = false;
   if (ok) last_sent_ = std::max(last_sent_, writing_->sequence());
   writing_.reset();
-  if (finish_after_write_.has_value()) {
-    grpc::Status s = *std::move(finish_after_write_);
-    finish_after_write_.reset();
-    finished_ = false;
-    FinishLocked(std::move(s));
+  if (ending_.has_value()) {
+    EndNowLocked();  // the write FinishLocked waited for is done
     return;
   }
   if (!ok) {
     // The client is gone (or cancelled): the write side is over.
-    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream closed by the client"));
+    FinishLocked({grpc::StatusCode::CANCELLED, "stream closed by the client"});
     return;
   }
   PumpLocked();
@@ -370,31 +351,38 @@ void WatchReactor::OnWriteDone(bool ok) {
 
 void WatchReactor::OnCancel() {
   absl::MutexLock lock(&mu_);
-  FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled by the client"));
+  FinishLocked({grpc::StatusCode::CANCELLED, "watch cancelled by the client"});
 }
 
 void WatchReactor::EndForShutdown() {
   absl::MutexLock lock(&mu_);
-  FinishLocked(WithLastSequence(grpc::StatusCode::UNAVAILABLE,
-                                "server shutting down; resume after the last sequence on the "
-                                "next instance"));
+  FinishLocked({grpc::StatusCode::UNAVAILABLE,
+                "server shutting down; resume after the last sequence on the next instance",
+                /*with_position=*/true});
 }
 
-grpc::Status WatchReactor::WithLastSequence(grpc::StatusCode code, const std::string& why) {
-  return grpc::Status(code, absl::StrCat(why, " (last sequence ", last_sent_, ", epoch ",
-                                         hub_->epoch(), ")"));
+WatchReactor::Ending WatchReactor::Ending::From(const absl::Status& status) {
+  const grpc::Status s = ToGrpcStatus(status);
+  return {s.error_code(), s.error_message()};
 }
 
-void WatchReactor::FinishLocked(grpc::Status status) {
+void WatchReactor::FinishLocked(Ending ending) {
   if (finished_) return;
   finished_ = true;  // no new writes from here on
-  if (write_in_flight_) {
-    finish_after_write_ = std::move(status);
-    return;
+  ending_ = std::move(ending);
+  if (!write_in_flight_) EndNowLocked();  // else OnWriteDone does
+}
+
+void WatchReactor::EndNowLocked() {
+  // Composed now, after any last write completed, so the message and the
+  // trailers name the same position.
+  std::string message = ending_->why;
+  if (ending_->with_position) {
+    absl::StrAppend(&message, " (last sequence ", last_sent_, ", epoch ", hub_->epoch(), ")");
   }
   ctx_->AddTrailingMetadata("virtgate-last-sequence", absl::StrCat(last_sent_));
   ctx_->AddTrailingMetadata("virtgate-epoch", hub_->epoch());
-  Finish(std::move(status));
+  Finish(grpc::Status(ending_->code, message));
 }
 
 void WatchReactor::OnDone() {

@@ -130,15 +130,24 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
 
   // Called by the hub when messages arrive or the queue overflows.
   void OnMessages();
+  // How the stream ends; with_position appends the last sequence and epoch
+  // to the message (they are always in the trailers).
+  struct Ending {
+    grpc::StatusCode code;
+    std::string why;
+    bool with_position = false;
+    static Ending From(const absl::Status& status);
+  };
+
   // Writes the next queued message, or finishes if one is due.
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteLocked(EventHub::Message m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the coalescing window's events to ready_, in sequence order.
   void CloseWindowLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finishes now if no write is in flight, else after it completes.
-  void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  grpc::Status WithLastSequence(grpc::StatusCode code, const std::string& why)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishLocked(Ending ending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds the trailers and calls Finish with ending_.
+  void EndNowLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   grpc::CallbackServerContext* const ctx_;
   const std::shared_ptr<EventHub> hub_;
@@ -154,14 +163,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   absl::Mutex mu_;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> finish_after_write_ ABSL_GUARDED_BY(mu_);
+  std::optional<Ending> ending_ ABSL_GUARDED_BY(mu_);  // set once, by FinishLocked
   EventHub::Message writing_ ABSL_GUARDED_BY(mu_);  // kept alive until OnWriteDone
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool listing_ ABSL_GUARDED_BY(mu_) = false;  // initial states not ready yet
-  std::deque<EventHub::Message> preamble_ ABSL_GUARDED_BY(mu_);
   std::optional<InitialView> view_ ABSL_GUARDED_BY(mu_);
-  // Coalescing: the open window's last event per domain, and what is ready
-  // to write in order.
+  // Coalescing: the open window's last event per domain. ready_: what is to
+  // be written next, in order (initial states and synced, or closed windows).
   absl::flat_hash_map<std::string, EventHub::Message> window_ ABSL_GUARDED_BY(mu_);
   absl::Time window_closes_ ABSL_GUARDED_BY(mu_);
   std::deque<EventHub::Message> ready_ ABSL_GUARDED_BY(mu_);
