@@ -41,6 +41,36 @@ Server::Options TestDriverOptions() {
   return o;
 }
 
+std::unique_ptr<v1::Hypervisor::Stub> StubFor(const Server& server) {
+  return v1::Hypervisor::NewStub(
+      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+}
+
+// Occupies one of the server's own workers until Release(): it stands in for
+// a libvirt call that takes long, without a fake.
+class BusyWorker {
+ public:
+  explicit BusyWorker(Server* server) {
+    auto started = std::make_shared<absl::Notification>();
+    ok_ = server->workers()
+              ->Submit([started, release = release_](bool) {
+                started->Notify();
+                release->WaitForNotification();
+              })
+              .ok();
+    if (ok_) started->WaitForNotification();
+  }
+  ~BusyWorker() { Release(); }
+  bool ok() const { return ok_; }
+  void Release() {
+    if (!release_->HasBeenNotified()) release_->Notify();
+  }
+
+ private:
+  std::shared_ptr<absl::Notification> release_ = std::make_shared<absl::Notification>();
+  bool ok_ = false;
+};
+
 class HypervisorServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -394,28 +424,21 @@ TEST_F(HypervisorServiceTest, WatchRejectsBadRequestsAtOnce) {
   EXPECT_EQ(finish(initial_and_resume).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-// The worker pool is the server's own; occupying it with a task stands in
-// for libvirt calls that take long, without a fake.
 TEST_F(HypervisorServiceTest, FullWorkQueueIsResourceExhaustedAtOnce) {
   Server::Options o = TestDriverOptions();
   o.workers = 1;
   o.max_queued_calls = 0;
   std::unique_ptr<Server> server = StartServer(o);
   ASSERT_NE(server, nullptr);
-  absl::Notification started, release;
-  ASSERT_TRUE(server->workers()->Submit([&](bool) {
-                started.Notify();
-                release.WaitForNotification();
-              }).ok());
-  started.WaitForNotification();
-  auto stub = v1::Hypervisor::NewStub(
-      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  BusyWorker busy(server.get());
+  ASSERT_TRUE(busy.ok());
+  auto stub = StubFor(*server);
   grpc::ClientContext ctx;
   v1::ListDomainsResponse resp;
   grpc::Status s = stub->ListDomains(&ctx, {}, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("server busy"));
-  release.Notify();
+  busy.Release();
   // Once the worker is free again, calls are admitted.
   ASSERT_TRUE(testing::WaitFor([&] { return server->workers()->GetStats().busy == 0; },
                                absl::Seconds(10)));
@@ -429,20 +452,15 @@ TEST_F(HypervisorServiceTest, QueuedCallEndsAtItsDeadline) {
   o.max_queued_calls = 4;
   std::unique_ptr<Server> server = StartServer(o);
   ASSERT_NE(server, nullptr);
-  absl::Notification started, release;
-  ASSERT_TRUE(server->workers()->Submit([&](bool) {
-                started.Notify();
-                release.WaitForNotification();
-              }).ok());
-  started.WaitForNotification();
-  auto stub = v1::Hypervisor::NewStub(
-      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  BusyWorker busy(server.get());
+  ASSERT_TRUE(busy.ok());
+  auto stub = StubFor(*server);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
   v1::ListDomainsResponse resp;
   grpc::Status s = stub->ListDomains(&ctx, {}, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  release.Notify();
+  busy.Release();
 }
 
 TEST_F(HypervisorServiceTest, UnreachableLibvirtIsUnavailableAndNotServing) {
@@ -451,7 +469,7 @@ TEST_F(HypervisorServiceTest, UnreachableLibvirtIsUnavailableAndNotServing) {
   std::unique_ptr<Server> server = StartServer(o);
   ASSERT_NE(server, nullptr);  // starts without libvirt
   auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
-  auto stub = v1::Hypervisor::NewStub(channel);
+  auto stub = v1::Hypervisor::NewStub(channel);  // the channel is reused for health
   {
     grpc::ClientContext ctx;
     v1::ListDomainsResponse resp;
@@ -507,14 +525,9 @@ TEST_F(HypervisorServiceTest, ShutdownEndsQueuedCallsAndReportsNotServing) {
   o.workers = 1;
   std::unique_ptr<Server> server = StartServer(o);
   ASSERT_NE(server, nullptr);
-  absl::Notification started, release;
-  ASSERT_TRUE(server->workers()->Submit([&](bool) {
-                started.Notify();
-                release.WaitForNotification();
-              }).ok());
-  started.WaitForNotification();
-  auto stub = v1::Hypervisor::NewStub(
-      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  BusyWorker busy(server.get());
+  ASSERT_TRUE(busy.ok());
+  auto stub = StubFor(*server);
   grpc::ClientContext ctx;
   v1::ListDomainsResponse resp;
   grpc::Status queued_status;
@@ -530,7 +543,7 @@ TEST_F(HypervisorServiceTest, ShutdownEndsQueuedCallsAndReportsNotServing) {
   std::thread releaser([&] {
     // The stuck task ends only after the grace period has cut the call off.
     done.WaitForNotification();
-    release.Notify();
+    busy.Release();
   });
   const absl::Time before = absl::Now();
   server->Shutdown(absl::Milliseconds(300));
