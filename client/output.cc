@@ -130,57 +130,69 @@ std::string FormatFields(const Message& message) {
 
 }  // namespace
 
-std::string DomainStateName(v1::DomainState state) {
-  if (!v1::DomainState_IsValid(state)) return absl::StrCat(static_cast<int>(state));
-  absl::string_view name = v1::DomainState_Name(state);
-  if (absl::StartsWith(name, kStatePrefix)) name.remove_prefix(kStatePrefix.size());
+namespace {
+
+// Both enums name their values TYPE_PREFIX_VALUE with *_UNSPECIFIED = 0;
+// users see and type the lower-case VALUE part ("running", "started").
+std::string ShortEnumName(const google::protobuf::EnumDescriptor* d, int value,
+                          absl::string_view prefix) {
+  const google::protobuf::EnumValueDescriptor* v = d->FindValueByNumber(value);
+  if (v == nullptr) return absl::StrCat(value);
+  absl::string_view name = v->name();
+  if (absl::StartsWith(name, prefix)) name.remove_prefix(prefix.size());
   return absl::AsciiStrToLower(name);
 }
 
-bool ParseDomainStateName(absl::string_view name, v1::DomainState* state) {
-  v1::DomainState parsed;
-  if (!v1::DomainState_Parse(absl::StrCat(kStatePrefix, absl::AsciiStrToUpper(name)), &parsed) ||
-      parsed == v1::DOMAIN_STATE_UNSPECIFIED) {
-    return false;
+bool ParseShortEnumName(const google::protobuf::EnumDescriptor* d, absl::string_view name,
+                        absl::string_view prefix, int* value) {
+  const google::protobuf::EnumValueDescriptor* v =
+      d->FindValueByName(absl::StrCat(prefix, absl::AsciiStrToUpper(name)));
+  if (v == nullptr || v->number() == 0) return false;  // *_UNSPECIFIED is not a choice
+  *value = v->number();
+  return true;
+}
+
+std::string ShortEnumNames(const google::protobuf::EnumDescriptor* d, absl::string_view prefix) {
+  std::vector<std::string> names;
+  for (int i = 0; i < d->value_count(); ++i) {
+    if (d->value(i)->number() == 0) continue;
+    names.push_back(ShortEnumName(d, d->value(i)->number(), prefix));
   }
-  *state = parsed;
+  return absl::StrJoin(names, "|");
+}
+
+}  // namespace
+
+std::string DomainStateName(v1::DomainState state) {
+  return ShortEnumName(v1::DomainState_descriptor(), state, kStatePrefix);
+}
+
+bool ParseDomainStateName(absl::string_view name, v1::DomainState* state) {
+  int value = 0;
+  if (!ParseShortEnumName(v1::DomainState_descriptor(), name, kStatePrefix, &value)) return false;
+  *state = static_cast<v1::DomainState>(value);
   return true;
 }
 
 std::string DomainStateNames() {
-  std::vector<std::string> names;
-  for (int i = v1::DomainState_MIN; i <= v1::DomainState_MAX; ++i) {
-    if (!v1::DomainState_IsValid(i) || i == v1::DOMAIN_STATE_UNSPECIFIED) continue;
-    names.push_back(DomainStateName(static_cast<v1::DomainState>(i)));
-  }
-  return absl::StrJoin(names, "|");
+  return ShortEnumNames(v1::DomainState_descriptor(), kStatePrefix);
 }
 
 std::string LifecycleEventTypeName(v1::LifecycleEventType type) {
-  if (!v1::LifecycleEventType_IsValid(type)) return absl::StrCat(static_cast<int>(type));
-  absl::string_view name = v1::LifecycleEventType_Name(type);
-  if (absl::StartsWith(name, kEventTypePrefix)) name.remove_prefix(kEventTypePrefix.size());
-  return absl::AsciiStrToLower(name);
+  return ShortEnumName(v1::LifecycleEventType_descriptor(), type, kEventTypePrefix);
 }
 
 bool ParseLifecycleEventTypeName(absl::string_view name, v1::LifecycleEventType* type) {
-  v1::LifecycleEventType parsed;
-  if (!v1::LifecycleEventType_Parse(absl::StrCat(kEventTypePrefix, absl::AsciiStrToUpper(name)),
-                                    &parsed) ||
-      parsed == v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED) {
+  int value = 0;
+  if (!ParseShortEnumName(v1::LifecycleEventType_descriptor(), name, kEventTypePrefix, &value)) {
     return false;
   }
-  *type = parsed;
+  *type = static_cast<v1::LifecycleEventType>(value);
   return true;
 }
 
 std::string LifecycleEventTypeNames() {
-  std::vector<std::string> names;
-  for (int i = v1::LifecycleEventType_MIN; i <= v1::LifecycleEventType_MAX; ++i) {
-    if (!v1::LifecycleEventType_IsValid(i) || i == v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED) continue;
-    names.push_back(LifecycleEventTypeName(static_cast<v1::LifecycleEventType>(i)));
-  }
-  return absl::StrJoin(names, "|");
+  return ShortEnumNames(v1::LifecycleEventType_descriptor(), kEventTypePrefix);
 }
 
 std::string FormatWatchLine(const v1::WatchLifecycleResponse& message) {
