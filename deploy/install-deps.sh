@@ -17,8 +17,10 @@ build_pkgs=(cmake ninja-build g++ pkg-config
 test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # a real libvirtd for the integration tests (started privately by the tests)
   libvirt-daemon
-  # the -Wthread-safety build
-  clang)
+  # the -Wthread-safety build; the ASan/UBSan runtime comes with gcc
+  clang
+  # end-to-end tests: QEMU guests (TCG) under a system libvirtd
+  libvirt-daemon-system qemu-system-x86)
 
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
