@@ -150,6 +150,9 @@ class ConnectionPool::Core {
       LogWarning("libvirt connection ", slot, " to ", options_.uri, " lost; reopening");
       virConnectUnregisterCloseCallback(conn.get(), &Core::CloseCallback);
       conn.reset();  // leases still out hold their own references
+      if (slot == 0 && options_.on_event_connection_lost) {
+        options_.on_event_connection_lost(LastError());
+      }
     }
   }
 
@@ -166,8 +169,13 @@ class ConnectionPool::Core {
       absl::StatusOr<ConnectHandle> opened = Open(slot, &generation);
       if (opened.ok() && slot == 0 && options_.on_event_connection) {
         if (absl::Status s = options_.on_event_connection(opened->get()); !s.ok()) {
-          LogError("cannot register for libvirt events on ", options_.uri, ": ", s.message());
+          LogError("cannot set up event delivery on ", options_.uri, ": ", s.message());
+          virConnectUnregisterCloseCallback(opened->get(), &Core::CloseCallback);
+          opened = absl::UnavailableError(absl::StrCat(options_.uri, ": ", s.message()));
         }
+      }
+      if (!opened.ok() && slot == 0 && options_.on_event_connection_lost) {
+        options_.on_event_connection_lost(std::string(opened.status().message()));
       }
       ConnectHandle discard;
       {
@@ -251,6 +259,11 @@ class ConnectionPool::Core {
   bool WaitFirstPass(absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
     return mu_.AwaitWithTimeout(absl::Condition(this, &Core::FirstPassDoneLocked), timeout);
+  }
+
+  std::string LastError() {
+    absl::MutexLock lock(&mu_);
+    return last_error_;
   }
 
   Snapshot GetSnapshot() {

@@ -43,7 +43,7 @@ class ConnectionPool {
     int keepalive_interval_s = 5;
     int keepalive_count = 5;
     absl::Duration initial_backoff = absl::Milliseconds(200);
-    absl::Duration max_backoff = absl::Seconds(30);
+    absl::Duration max_backoff = absl::Seconds(30);  // --reconnect_max_backoff
     // How often the maintenance thread checks liveness on its own (the close
     // callback usually tells it sooner).
     absl::Duration check_interval = absl::Seconds(1);
@@ -57,9 +57,13 @@ class ConnectionPool {
     // Connection 0 also carries the event registrations. Called on the
     // maintenance thread each time it is (re)opened, before it is leased
     // out; registrations die with the connection, so this re-establishes
-    // them after every reconnect. An error is logged and the connection
-    // used anyway.
+    // them after every reconnect. An error closes the connection again and
+    // counts as a failed open (retried with backoff).
     std::function<absl::Status(virConnectPtr)> on_event_connection;
+    // Called on the maintenance thread, with the reason, when connection 0
+    // is dropped as dead or an attempt to (re)establish it fails. May be
+    // called once per failed attempt.
+    std::function<void(const std::string& reason)> on_event_connection_lost;
   };
 
   struct Snapshot {

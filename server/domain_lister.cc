@@ -405,4 +405,17 @@ absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
   return *d;
 }
 
+absl::StatusOr<std::vector<v1::Domain>> DomainLister::ListEverything(virConnectPtr conn) {
+  std::vector<v1::Domain> all;
+  v1::ListDomainsRequest req;
+  req.set_page_size(options_.max_page_size);
+  for (;;) {
+    absl::StatusOr<v1::ListDomainsResponse> page = List(conn, req);
+    if (!page.ok()) return page.status();
+    for (v1::Domain& d : *page->mutable_domains()) all.push_back(std::move(d));
+    if (page->next_page_token().empty()) return all;
+    req.set_page_token(page->next_page_token());
+  }
+}
+
 }  // namespace virtgate

@@ -50,6 +50,9 @@ class DomainLister {
   absl::StatusOr<v1::ListDomainsResponse> List(virConnectPtr conn,
                                                const v1::ListDomainsRequest& request);
   absl::StatusOr<v1::Domain> Get(virConnectPtr conn, const v1::GetDomainRequest& request);
+  // Every domain, all pages in one go (one view, for a watch's initial
+  // state or a resync after reconnecting).
+  absl::StatusOr<std::vector<v1::Domain>> ListEverything(virConnectPtr conn);
 
   // Validation that needs no libvirt (so bad requests fail before queueing).
   static absl::Status ValidateListRequest(const v1::ListDomainsRequest& request);

@@ -28,7 +28,8 @@ std::vector<EventHub::Message> EventHub::Subscriber::Drain(size_t max) {
     out.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
-  if (!out.empty()) last_taken_ = out.back()->sequence();
+  // max: the outstanding LOST handed to a new watcher is older than its start.
+  if (!out.empty()) last_taken_ = std::max(last_taken_, out.back()->sequence());
   return out;
 }
 
@@ -121,6 +122,10 @@ uint64_t EventHub::Publish(v1::WatchLifecycleResponse message) {
     Stamp(&message, sequence);
     // One immutable copy, shared by the history and every queue.
     Message shared = std::make_shared<const v1::WatchLifecycleResponse>(std::move(message));
+    if (shared->has_connection()) {
+      outstanding_lost_ =
+          shared->connection().state() == v1::ConnectionChange::STATE_LOST ? shared : nullptr;
+    }
     for (const std::shared_ptr<Subscriber>& s : subscribers_) {
       if (s->Offer(shared)) to_wake.push_back(s);
     }
@@ -168,6 +173,10 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscriber>> EventHub::Subscribe(
       }
     }
     subscriber->capacity_ += subscriber->queue_.size();
+  } else if (outstanding_lost_) {
+    // A watch opened during an outage learns of it first.
+    absl::MutexLock sub_lock(&subscriber->mu_);
+    subscriber->queue_.push_back(outstanding_lost_);
   }
   subscribers_.push_back(subscriber);
   return subscriber;

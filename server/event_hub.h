@@ -110,7 +110,8 @@ class EventHub {
   uint64_t Publish(v1::WatchLifecycleResponse message);
 
   // Registers a subscriber that receives every matching message published
-  // after this call. With `resume_after`, it first receives the matching
+  // after this call (first, without resume, the outstanding connection LOST
+  // if the connection is down now). With `resume_after`, it first receives the matching
   // recorded messages with a greater sequence; OUT_OF_RANGE (saying why) if
   // `resume_epoch` is not this hub's epoch, or the history no longer reaches
   // back that far, or the sequence is in the future. `wake` is called when
@@ -132,6 +133,8 @@ class EventHub {
   mutable absl::Mutex mu_;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<Message> history_ ABSL_GUARDED_BY(mu_);
+  // The last connection change if it was LOST (no RESTORED since).
+  Message outstanding_lost_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Subscriber>> subscribers_ ABSL_GUARDED_BY(mu_);
 
   // Subscribers to wake, for the notifier thread. Bounded by the number of

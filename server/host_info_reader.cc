@@ -43,4 +43,17 @@ absl::StatusOr<v1::HostInfo> ReadHostInfo(virConnectPtr conn) {
   return info;
 }
 
+absl::Status HostFacts::Refresh(virConnectPtr conn) {
+  absl::StatusOr<v1::HostInfo> read = ReadHostInfo(conn);
+  if (!read.ok()) return read.status();
+  absl::MutexLock lock(&mu_);
+  facts_ = *std::move(read);
+  return absl::OkStatus();
+}
+
+std::optional<v1::HostInfo> HostFacts::Get() const {
+  absl::MutexLock lock(&mu_);
+  return facts_;
+}
+
 }  // namespace virtgate

@@ -1,6 +1,5 @@
 #include "server/hypervisor_service.h"
 
-#include "server/host_info_reader.h"
 #include "server/unary_call.h"
 
 namespace virtgate {
@@ -46,49 +45,26 @@ grpc::ServerUnaryReactor* HypervisorService::GetDomain(grpc::CallbackServerConte
       });
 }
 
-namespace {
-
-// The parts of HostInfo that come from virtgated itself, not libvirt.
-void FillServerSide(const ConnectionPool& pool, v1::HostInfo* info) {
-  const ConnectionPool::Snapshot snap = pool.GetSnapshot();
-  v1::ConnectionInfo* c = info->mutable_connection();
+grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerContext* ctx,
+                                                         const v1::GetHostInfoRequest*,
+                                                         v1::HostInfo* response) {
+  // From memory, never behind libvirt work: answers while libvirt is down
+  // or stalled, which is when it is wanted most.
+  if (std::optional<v1::HostInfo> facts = host_facts_->Get()) *response = *std::move(facts);
+  const ConnectionPool::Snapshot snap = connections_->GetSnapshot();
+  const WorkerPool::Stats workers = workers_->GetStats();
+  v1::ConnectionInfo* c = response->mutable_connection();
   c->set_up(snap.up());
   c->set_connections_up(snap.connections_up);
   c->set_connections_total(snap.connections_total);
   c->set_last_error(snap.last_error);
-  c->set_read_only(pool.options().read_only);
-  info->set_uri(pool.options().uri);
-  info->set_server_version(VIRTGATE_VERSION);
-}
-
-}  // namespace
-
-grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerContext* ctx,
-                                                         const v1::GetHostInfoRequest*,
-                                                         v1::HostInfo* response) {
-  // Unreachable libvirt is not an error here: the answer says so, at once,
-  // without queueing behind libvirt work.
-  if (!connections_->GetSnapshot().up()) {
-    FillServerSide(*connections_, response);
-    return FinishNow(ctx, absl::OkStatus());
-  }
-  return UnaryCall<v1::HostInfo>::Start(
-      ctx, response, workers_,
-      [pool = connections_](absl::Time deadline) -> absl::StatusOr<v1::HostInfo> {
-        v1::HostInfo info;
-        absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
-        if (lease.ok()) {
-          absl::StatusOr<v1::HostInfo> read = ReadHostInfo(lease->get());
-          if (!read.ok() && read.status().code() != absl::StatusCode::kUnavailable) {
-            return read.status();
-          }
-          if (read.ok()) info = *std::move(read);
-        } else if (lease.status().code() != absl::StatusCode::kUnavailable) {
-          return lease.status();
-        }
-        FillServerSide(*pool, &info);
-        return info;
-      });
+  c->set_read_only(connections_->options().read_only);
+  c->set_stuck_calls(workers.stuck);
+  c->set_replacement_workers(workers.replacements);
+  c->set_events_up(!mirror_->GetStats().lost && snap.up());
+  response->set_uri(connections_->options().uri);
+  response->set_server_version(VIRTGATE_VERSION);
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::WatchLifecycleResponse>* HypervisorService::WatchLifecycle(

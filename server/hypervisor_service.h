@@ -14,6 +14,8 @@
 #include "server/connection_pool.h"
 #include "server/domain_lister.h"
 #include "server/event_hub.h"
+#include "server/host_info_reader.h"
+#include "server/lifecycle_mirror.h"
 #include "server/watch_reactor.h"
 #include "server/worker_pool.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
@@ -25,11 +27,14 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
   // `workers` must outlive the gRPC server (only gRPC threads submit to it).
   HypervisorService(WorkerPool* workers, std::shared_ptr<ConnectionPool> connections,
                     std::shared_ptr<DomainLister> lister, std::shared_ptr<EventHub> hub,
-                    TimerThread* timers)
+                    std::shared_ptr<LifecycleMirror> mirror,
+                    std::shared_ptr<HostFacts> host_facts, TimerThread* timers)
       : workers_(workers),
         connections_(std::move(connections)),
         lister_(std::move(lister)),
         hub_(std::move(hub)),
+        mirror_(std::move(mirror)),
+        host_facts_(std::move(host_facts)),
         timers_(timers) {}
 
   // Ends every open WatchLifecycle stream with UNAVAILABLE (server shutdown).
@@ -53,6 +58,8 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
   const std::shared_ptr<ConnectionPool> connections_;
   const std::shared_ptr<DomainLister> lister_;
   const std::shared_ptr<EventHub> hub_;
+  const std::shared_ptr<LifecycleMirror> mirror_;
+  const std::shared_ptr<HostFacts> host_facts_;
   TimerThread* const timers_;
   WatchRegistry watches_;
 };

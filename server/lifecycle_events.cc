@@ -24,8 +24,8 @@ absl::Status LifecycleEventSource::Register(virConnectPtr conn) const {
 int LifecycleEventSource::OnLifecycle(virConnectPtr /*conn*/, virDomainPtr dom, int event,
                                       int detail, void* opaque) {
   const Sink& sink = **static_cast<std::shared_ptr<Sink>*>(opaque);
-  v1::WatchLifecycleResponse message;
-  v1::LifecycleEvent* e = message.mutable_event();
+  v1::LifecycleEvent copy;
+  v1::LifecycleEvent* e = &copy;
   // All three read the event's own domain object: no round trip.
   e->set_domain_uuid(DomainUuid(dom));
   e->set_domain_name(DomainName(dom));
@@ -37,7 +37,7 @@ int LifecycleEventSource::OnLifecycle(virConnectPtr /*conn*/, virDomainPtr dom, 
   if (event == VIR_DOMAIN_EVENT_DEFINED || event == VIR_DOMAIN_EVENT_UNDEFINED) {
     sink.cache->Invalidate(e->domain_uuid());  // redefined: its static facts may differ
   }
-  sink.hub->Publish(std::move(message));
+  sink.mirror->OnEvent(std::move(copy));
   return 0;
 }
 

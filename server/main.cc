@@ -29,6 +29,10 @@ ABSL_FLAG(int, workers, 16, "worker threads making libvirt calls (1-1024)");
 ABSL_FLAG(int, max_queued_calls, 1024,
           "calls that may wait for a worker; beyond that calls fail at once with "
           "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_replacement_workers, 16,
+          "extra workers at most, started while work waits and workers are stuck in libvirt "
+          "calls past their deadline (a stalled libvirtd); they exit when the stuck calls "
+          "return");
 ABSL_FLAG(bool, read_only, true,
           "open libvirt connections read-only (VIR_CONNECT_RO); --read_only=false for "
           "read-write");
@@ -36,6 +40,9 @@ ABSL_FLAG(int, keepalive_interval, 5,
           "seconds between libvirt keepalive pings on remote URIs (0 disables)");
 ABSL_FLAG(int, keepalive_count, 5,
           "unanswered keepalive pings before a connection is declared dead");
+ABSL_FLAG(absl::Duration, reconnect_max_backoff, absl::Seconds(30),
+          "longest wait between attempts to reopen a lost libvirt connection (the wait "
+          "starts at 200ms and doubles, with jitter)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "on SIGTERM/SIGINT, how long in-flight calls may take to finish");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS with --tls_key)");
@@ -87,9 +94,15 @@ int main(int argc, char** argv) {
   options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
+  options.max_replacement_workers = absl::GetFlag(FLAGS_max_replacement_workers);
   options.read_only = absl::GetFlag(FLAGS_read_only);
   options.keepalive_interval_s = absl::GetFlag(FLAGS_keepalive_interval);
   options.keepalive_count = absl::GetFlag(FLAGS_keepalive_count);
+  options.reconnect_max_backoff = absl::GetFlag(FLAGS_reconnect_max_backoff);
+  if (options.reconnect_max_backoff < absl::Milliseconds(200)) {
+    std::fprintf(stderr, "virtgated: --reconnect_max_backoff must be at least 200ms\n");
+    return 2;
+  }
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

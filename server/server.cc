@@ -83,6 +83,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_queued_calls must not be negative, got ", options.max_queued_calls));
   }
+  if (options.max_replacement_workers < 0 || options.max_replacement_workers > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_replacement_workers must be between 0 and 1024, got ",
+        options.max_replacement_workers));
+  }
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options);
   if (!creds.ok()) return creds.status();
 
@@ -94,7 +99,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   server->hub_ = std::make_shared<EventHub>(
       EventHub::Options{options.event_history, options.watch_queue_depth});
   LogInfo("event epoch ", server->hub_->epoch());
-  LifecycleEventSource events(server->hub_, server->facts_);
+  server->mirror_ = std::make_shared<LifecycleMirror>(server->hub_);
+  LifecycleEventSource events(server->mirror_, server->facts_);
+  server->lister_ = std::make_shared<DomainLister>(DomainLister::Options{}, server->facts_);
 
   ConnectionPool::Options pool_options;
   pool_options.uri = options.libvirt_uri;
@@ -103,20 +110,44 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   pool_options.max_calls_per_connection = options.max_calls_per_connection;
   pool_options.keepalive_interval_s = options.keepalive_interval_s;
   pool_options.keepalive_count = options.keepalive_count;
-  pool_options.on_event_connection = [events](virConnectPtr conn) {
-    return events.Register(conn);
+  pool_options.max_backoff = options.reconnect_max_backoff;
+  // On every (re)open of the event connection: register, then list, so the
+  // mirror can tell watchers what changed while nobody was listening.
+  server->host_facts_ = std::make_shared<HostFacts>();
+  pool_options.on_event_connection = [events, mirror = server->mirror_, lister = server->lister_,
+                                      host = server->host_facts_](virConnectPtr conn) {
+    // Host facts first, so GetHostInfo has them as soon as we serve.
+    if (absl::Status s = host->Refresh(conn); !s.ok()) {
+      LogWarning("cannot read host facts: ", s.message());
+    }
+    mirror->BeginResync();
+    if (absl::Status s = events.Register(conn); !s.ok()) {
+      if (s.code() != absl::StatusCode::kUnimplemented) {
+        mirror->FinishResync(s);
+        return s;
+      }
+      LogWarning("this libvirt driver has no lifecycle events; watches will see none: ",
+                 s.message());
+    }
+    absl::StatusOr<std::vector<v1::Domain>> listed = lister->ListEverything(conn);
+    absl::Status status = listed.status();
+    mirror->FinishResync(std::move(listed));
+    return status;
+  };
+  pool_options.on_event_connection_lost = [mirror = server->mirror_](const std::string& why) {
+    mirror->OnLost(why);
   };
   absl::StatusOr<std::unique_ptr<ConnectionPool>> pool = ConnectionPool::Create(pool_options);
   if (!pool.ok()) return pool.status();
   server->connections_ = *std::move(pool);
 
   server->workers_ = std::make_unique<WorkerPool>(
-      WorkerPool::Options{options.workers, options.max_queued_calls});
-  server->lister_ = std::make_shared<DomainLister>(DomainLister::Options{}, server->facts_);
+      WorkerPool::Options{options.workers, options.max_queued_calls,
+                          options.max_replacement_workers});
   server->timers_ = std::make_unique<TimerThread>();
   server->service_ = std::make_unique<HypervisorService>(
       server->workers_.get(), server->connections_, server->lister_, server->hub_,
-      server->timers_.get());
+      server->mirror_, server->host_facts_, server->timers_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -19,6 +19,7 @@
 #include "server/event_hub.h"
 #include "server/timer_thread.h"
 #include "server/hypervisor_service.h"
+#include "server/lifecycle_mirror.h"
 #include "server/worker_pool.h"
 
 namespace virtgate {
@@ -34,8 +35,12 @@ class Server {
     bool read_only = true;
     int workers = 16;
     int max_queued_calls = 1024;
+    // Extra workers at most, standing in for ones stuck in a stalled libvirt.
+    int max_replacement_workers = 16;
     int keepalive_interval_s = 5;
     int keepalive_count = 5;
+    // Longest wait between attempts to reopen a lost libvirt connection.
+    absl::Duration reconnect_max_backoff = absl::Seconds(30);
     size_t event_history = 10000;
     size_t watch_queue_depth = 1024;
     // TLS: both files set -> TLS; client CA set too -> clients must present a
@@ -67,6 +72,7 @@ class Server {
   WorkerPool* workers() { return workers_.get(); }
   DomainFactsCache* facts() { return facts_.get(); }
   EventHub* events() { return hub_.get(); }
+  LifecycleMirror* mirror() { return mirror_.get(); }
   HypervisorService* service() { return service_.get(); }
 
  private:
@@ -82,6 +88,8 @@ class Server {
   std::shared_ptr<DomainFactsCache> facts_;
   std::shared_ptr<DomainLister> lister_;
   std::shared_ptr<EventHub> hub_;
+  std::shared_ptr<LifecycleMirror> mirror_;
+  std::shared_ptr<HostFacts> host_facts_;
   std::unique_ptr<TimerThread> timers_;  // outlives the gRPC server's reactors
   std::unique_ptr<HypervisorService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;

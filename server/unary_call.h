@@ -49,7 +49,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
       }
       if (shared->finished()) return;  // the client already gave up
       shared->Finish(work(deadline));
-    });
+    }, deadline);
     if (!queued.ok()) shared->Finish(queued);
     return call;
   }

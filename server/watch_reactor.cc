@@ -40,74 +40,6 @@ size_t WatchRegistry::size() const {
   return watches_.size();
 }
 
-// --- InitialView
-
-void InitialView::Add(const v1::Domain& d) {
-  Shown& s = domains_[d.uuid()];
-  // From the state alone: the id comes from the listing, the state from the
-  // bulk stats read just after it, and a domain may change in between.
-  s.active = d.state() == v1::DOMAIN_STATE_RUNNING || d.state() == v1::DOMAIN_STATE_PAUSED ||
-             d.state() == v1::DOMAIN_STATE_BLOCKED || d.state() == v1::DOMAIN_STATE_SHUTDOWN ||
-             d.state() == v1::DOMAIN_STATE_PMSUSPENDED;
-  s.paused = d.state() == v1::DOMAIN_STATE_PAUSED;
-  s.persistent = d.persistent();
-  s.id = s.active ? d.id() : 0;
-}
-
-bool InitialView::IsNew(const v1::LifecycleEvent& e) {
-  auto it = domains_.find(e.domain_uuid());
-  const bool shown = it != domains_.end();
-  Shown s = shown ? it->second : Shown{};
-  bool is_new = true;
-  switch (e.type()) {
-    case v1::LIFECYCLE_EVENT_TYPE_DEFINED:
-      // "added" creates a persistent definition; one already shown was seen.
-      if (e.detail() == "added" && shown && s.persistent) is_new = false;
-      s.persistent = true;
-      break;
-    case v1::LIFECYCLE_EVENT_TYPE_UNDEFINED:
-      if (!shown || !s.persistent) is_new = false;
-      s.persistent = false;
-      break;
-    case v1::LIFECYCLE_EVENT_TYPE_STARTED:
-      // A start needs an inactive domain: the stream would have shown the
-      // stop before it, so a start of a domain shown active was shown.
-      if (shown && s.active) is_new = false;
-      s.active = true;
-      s.paused = false;
-      s.id = e.domain_id();
-      break;
-    case v1::LIFECYCLE_EVENT_TYPE_SUSPENDED:
-      if (shown && s.paused) is_new = false;
-      s.paused = true;
-      break;
-    case v1::LIFECYCLE_EVENT_TYPE_RESUMED:
-      if (shown && s.active && !s.paused) is_new = false;
-      s.paused = false;
-      break;
-    case v1::LIFECYCLE_EVENT_TYPE_STOPPED:
-      if (!shown || !s.active) {
-        is_new = false;
-      } else if (s.id != 0 && e.domain_id() != 0 && s.id != e.domain_id()) {
-        // The stop of an earlier run; the one shown is a later start.
-        return false;
-      }
-      s.active = false;
-      s.paused = false;
-      s.id = 0;
-      break;
-    default:
-      break;  // SHUTDOWN, PMSUSPENDED, CRASHED: informational, never dropped
-  }
-  // A transient domain vanishes when it stops or is undefined while off.
-  if (!s.persistent && !s.active && e.type() != v1::LIFECYCLE_EVENT_TYPE_DEFINED) {
-    domains_.erase(e.domain_uuid());
-  } else {
-    domains_[e.domain_uuid()] = s;
-  }
-  return is_new;
-}
-
 // --- WatchReactor
 
 namespace {
@@ -115,6 +47,8 @@ namespace {
 // How long after `synced` an event may still be one the snapshot reflected.
 // libvirt delivers events within milliseconds; this is generous.
 constexpr absl::Duration kInitialViewWindow = absl::Seconds(5);
+// A send_initial_state listing taking longer than this counts as stuck.
+constexpr absl::Duration kInitialListingDeadline = absl::Seconds(60);
 
 absl::StatusOr<WatchFilter> ParseFilter(const v1::WatchLifecycleRequest& request) {
   WatchFilter filter;
@@ -193,43 +127,34 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
 }
 
 void WatchReactor::StartInitialListing(const WatchDeps& deps, const WatchFilter& domains_only) {
+  const absl::Time deadline = absl::Now() + kInitialListingDeadline;
   absl::Status queued = deps.workers->Submit(
       [handle = handle_, pool = deps.connections, lister = deps.lister,
-       filter = domains_only](bool cancelled) {
+       filter = domains_only, deadline](bool cancelled) {
         absl::StatusOr<std::vector<v1::Domain>> result;
         if (cancelled) {
           result = absl::UnavailableError("server shutting down");
         } else if (absl::StatusOr<ConnectionPool::Lease> lease =
-                       pool->Acquire(absl::Now() + absl::Seconds(60));
+                       pool->Acquire(deadline);
                    !lease.ok()) {
           result = lease.status();
         } else {
-          // Every page, in one go: the snapshot is one view.
-          std::vector<v1::Domain> all;
-          v1::ListDomainsRequest req;
-          req.set_page_size(1 << 20);  // capped by the lister
-          for (;;) {
-            absl::StatusOr<v1::ListDomainsResponse> page = lister->List(lease->get(), req);
-            if (!page.ok()) {
-              result = page.status();
-              break;
-            }
-            for (v1::Domain& d : *page->mutable_domains()) {
+          result = lister->ListEverything(lease->get());
+          if (result.ok()) {
+            std::vector<v1::Domain> matching;
+            for (v1::Domain& d : *result) {
               v1::WatchLifecycleResponse probe;
               probe.mutable_event()->set_domain_uuid(d.uuid());
               probe.mutable_event()->set_domain_name(d.name());
-              if (filter.Matches(probe)) all.push_back(std::move(d));
+              if (filter.Matches(probe)) matching.push_back(std::move(d));
             }
-            if (page->next_page_token().empty()) {
-              result = std::move(all);
-              break;
-            }
-            req.set_page_token(page->next_page_token());
+            result = std::move(matching);
           }
         }
         absl::MutexLock lock(&handle->mu);
         if (handle->watch != nullptr) handle->watch->OnInitialListing(std::move(result));
-      });
+      },
+      deadline);
   if (!queued.ok()) {
     absl::MutexLock lock(&mu_);
     FinishLocked(Ending::From(queued));
@@ -245,7 +170,7 @@ void WatchReactor::OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> list
   }
   // Events up to the subscription point are certainly reflected.
   const uint64_t reflected = last_sent_;
-  view_.emplace();
+  view_.emplace();  // a DomainView of what this watch was shown
   // Nothing was drained while listing, so ready_ is empty: these go first.
   for (v1::Domain& d : *listed) {
     view_->Add(d);

@@ -16,7 +16,7 @@
 // send_initial_state: the reactor subscribes first, then lists on a worker;
 // it sends one `initial` per matching domain and a `synced` marker, then the
 // live events queued since the subscription. An event that races the listing
-// may already be reflected in it; InitialView drops exactly those events that
+// may already be reflected in it; its DomainView drops exactly those events that
 // are impossible given what the client was shown (a STARTED for a domain
 // shown active with that id, a STOPPED for one shown inactive, ...), so no
 // transition is lost or duplicated around the marker.
@@ -41,6 +41,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/connection_pool.h"
 #include "server/domain_lister.h"
+#include "server/domain_view.h"
 #include "server/event_hub.h"
 #include "server/timer_thread.h"
 #include "server/worker_pool.h"
@@ -49,26 +50,6 @@
 namespace virtgate {
 
 class WatchReactor;
-
-// What a send_initial_state watcher was shown, per domain, kept up to date
-// with the events that follow, for a short window after `synced`.
-class InitialView {
- public:
-  void Add(const v1::Domain& domain);
-  // False if `event` cannot have happened after what the view shows, i.e. it
-  // was already reflected in the snapshot. Updates the view either way.
-  bool IsNew(const v1::LifecycleEvent& event);
-  size_t size() const { return domains_.size(); }
-
- private:
-  struct Shown {
-    bool active = false;
-    bool paused = false;
-    bool persistent = false;
-    uint32_t id = 0;
-  };
-  absl::flat_hash_map<std::string, Shown> domains_;  // by uuid; absent = not shown
-};
 
 // Everything a watch needs to list domains for send_initial_state.
 struct WatchDeps {
@@ -155,7 +136,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   std::shared_ptr<EventHub::Subscriber> subscriber_;  // set once, in Start
   const std::shared_ptr<Handle> handle_;
   // Set in Start: event types this reactor filters itself (initial-state
-  // watches see every event of their domains, to keep InitialView right).
+  // watches see every event of their domains, to keep the view right).
   absl::flat_hash_set<int> local_types_;
   absl::Duration coalesce_ = absl::ZeroDuration();  // set once, in Start
   TimerThread* timers_ = nullptr;                    // likewise
@@ -167,7 +148,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   EventHub::Message writing_ ABSL_GUARDED_BY(mu_);  // kept alive until OnWriteDone
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool listing_ ABSL_GUARDED_BY(mu_) = false;  // initial states not ready yet
-  std::optional<InitialView> view_ ABSL_GUARDED_BY(mu_);
+  std::optional<DomainView> view_ ABSL_GUARDED_BY(mu_);
   // Coalescing: the open window's last event per domain. ready_: what is to
   // be written next, in order (initial states and synced, or closed windows).
   absl::flat_hash_map<std::string, EventHub::Message> window_ ABSL_GUARDED_BY(mu_);

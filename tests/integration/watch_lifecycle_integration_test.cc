@@ -195,6 +195,8 @@ TEST_F(WatchLifecycleIntegrationTest, HundredWatchersSeeTheIdenticalSequence) {
 TEST_F(WatchLifecycleIntegrationTest, FiltersDeliverExactlyTheMatchingEvents) {
   DomainHandle a = Define("fa");
   DomainHandle b = Define("fb");
+  // Their DEFINED events cross processes; subscribe only after they did.
+  ASSERT_TRUE(WaitFor([&] { return server_->events()->last_sequence() >= 2; }, absl::Seconds(30)));
   char b_uuid[VIR_UUID_STRING_BUFLEN];
   virDomainGetUUIDString(b.get(), b_uuid);
   v1::WatchLifecycleRequest by_name;
