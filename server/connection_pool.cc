@@ -149,6 +149,9 @@ class ConnectionPool::Core {
     for (auto& [slot, conn] : to_close) {
       LogWarning("libvirt connection ", slot, " to ", options_.uri, " lost; reopening");
       virConnectUnregisterCloseCallback(conn.get(), &Core::CloseCallback);
+      if (slot == 0 && options_.on_event_connection_closing) {
+        options_.on_event_connection_closing(conn.get());
+      }
       conn.reset();  // leases still out hold their own references
       if (slot == 0 && options_.on_event_connection_lost) {
         options_.on_event_connection_lost(LastError());
@@ -197,7 +200,12 @@ class ConnectionPool::Core {
           s.next_attempt = absl::Now() + s.backoff * jitter;
         }
       }
-      if (discard) virConnectUnregisterCloseCallback(discard.get(), &Core::CloseCallback);
+      if (discard) {
+        virConnectUnregisterCloseCallback(discard.get(), &Core::CloseCallback);
+        if (slot == 0 && options_.on_event_connection_closing) {
+          options_.on_event_connection_closing(discard.get());
+        }
+      }
       NotifyIfChanged();
     }
   }
@@ -278,23 +286,28 @@ class ConnectionPool::Core {
 
   // Stops the maintenance thread (waiting for it until `deadline`) and takes
   // the connections out of the pool. Returns them for the caller to close.
-  std::vector<ConnectHandle> Stop(absl::Time deadline, bool* maintenance_stopped) {
-    std::vector<ConnectHandle> conns;
+  std::vector<std::pair<int, ConnectHandle>> Stop(absl::Time deadline,
+                                                  bool* maintenance_stopped) {
+    std::vector<std::pair<int, ConnectHandle>> conns;
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     wake_ = true;
     *maintenance_stopped = mu_.AwaitWithDeadline(
         absl::Condition(this, &Core::MaintenanceExitedLocked), deadline);
-    for (Slot& s : slots_) {
-      if (s.conn) conns.push_back(std::move(s.conn));
+    for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
+      Slot& s = slots_[i];
+      if (s.conn) conns.emplace_back(i, std::move(s.conn));
       ++s.generation;
     }
     return conns;
   }
 
-  static void CloseAll(std::vector<ConnectHandle> conns) {
-    for (ConnectHandle& c : conns) {
+  void CloseAll(std::vector<std::pair<int, ConnectHandle>> conns) {
+    for (auto& [slot, c] : conns) {
       virConnectUnregisterCloseCallback(c.get(), &Core::CloseCallback);
+      if (slot == 0 && options_.on_event_connection_closing) {
+        options_.on_event_connection_closing(c.get());
+      }
       c.reset();
     }
   }
@@ -455,7 +468,7 @@ void ConnectionPool::Shutdown(absl::Time deadline) {
   // much even when the caller's grace is used up.
   deadline = std::max(deadline, absl::Now() + absl::Milliseconds(200));
   bool maintenance_stopped = false;
-  std::vector<ConnectHandle> conns = core_->Stop(deadline, &maintenance_stopped);
+  std::vector<std::pair<int, ConnectHandle>> conns = core_->Stop(deadline, &maintenance_stopped);
   if (maintenance_stopped) {
     core_->maintenance.join();
   } else {
@@ -465,8 +478,8 @@ void ConnectionPool::Shutdown(absl::Time deadline) {
   // Closing talks to libvirtd, which may be stalled: close on a thread of its
   // own and wait for it only until the deadline.
   auto done = std::make_shared<absl::Notification>();
-  std::thread closer([conns = std::move(conns), done]() mutable {
-    Core::CloseAll(std::move(conns));
+  std::thread closer([core = core_, conns = std::move(conns), done]() mutable {
+    core->CloseAll(std::move(conns));
     done->Notify();
   });
   if (done->WaitForNotificationWithDeadline(deadline)) {

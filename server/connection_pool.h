@@ -64,6 +64,10 @@ class ConnectionPool {
     // is dropped as dead or an attempt to (re)establish it fails. May be
     // called once per failed attempt.
     std::function<void(const std::string& reason)> on_event_connection_lost;
+    // Called just before the pool closes connection 0 (on the maintenance
+    // thread, or at shutdown on a closing thread): drop the registrations
+    // made by on_event_connection, which hold references to it.
+    std::function<void(virConnectPtr)> on_event_connection_closing;
   };
 
   struct Snapshot {

@@ -1,5 +1,6 @@
 #include "server/hypervisor_service.h"
 
+#include "absl/strings/str_cat.h"
 #include "server/unary_call.h"
 
 namespace virtgate {
@@ -9,6 +10,22 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(s));
   return reactor;
+}
+
+// A call that failed because its connection died (libvirtd killed or
+// restarted under it) fails as UNAVAILABLE, whatever libvirt called the
+// error ("End of file while reading data", "client socket is closed", ...):
+// retrying is right, and the client must not mistake it for a bad request.
+template <typename T>
+absl::StatusOr<T> WhileAlive(absl::StatusOr<T> result, const ConnectionPool::Lease& lease,
+                             const ConnectionPool& pool) {
+  if (result.ok() || result.status().code() == absl::StatusCode::kUnavailable ||
+      virConnectIsAlive(lease.get()) == 1) {
+    return result;
+  }
+  return absl::UnavailableError(absl::StrCat("hypervisor unavailable: ", pool.options().uri,
+                                             ": connection lost during the call (",
+                                             result.status().message(), ")"));
 }
 
 }  // namespace
@@ -25,7 +42,7 @@ grpc::ServerUnaryReactor* HypervisorService::ListDomains(grpc::CallbackServerCon
        req = *request](absl::Time deadline) -> absl::StatusOr<v1::ListDomainsResponse> {
         absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
         if (!lease.ok()) return lease.status();
-        return lister->List(lease->get(), req);
+        return WhileAlive(lister->List(lease->get(), req), *lease, *pool);
       });
 }
 
@@ -41,7 +58,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetDomain(grpc::CallbackServerConte
        req = *request](absl::Time deadline) -> absl::StatusOr<v1::Domain> {
         absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
         if (!lease.ok()) return lease.status();
-        return lister->Get(lease->get(), req);
+        return WhileAlive(lister->Get(lease->get(), req), *lease, *pool);
       });
 }
 
@@ -59,6 +76,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
   c->set_connections_total(snap.connections_total);
   c->set_last_error(snap.last_error);
   c->set_read_only(connections_->options().read_only);
+  c->set_calls_in_flight(snap.in_flight);
   c->set_stuck_calls(workers.stuck);
   c->set_replacement_workers(workers.replacements);
   c->set_events_up(!mirror_->GetStats().lost && snap.up());

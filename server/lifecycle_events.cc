@@ -1,5 +1,7 @@
 #include "server/lifecycle_events.h"
 
+#include <libvirt/virterror.h>
+
 #include "server/domain_state.h"
 #include "server/libvirt_errors.h"
 #include "server/libvirt_handles.h"
@@ -18,7 +20,22 @@ absl::Status LifecycleEventSource::Register(virConnectPtr conn) const {
     delete opaque;
     return LastLibvirtError("virConnectDomainEventRegisterAny(lifecycle)");
   }
+  absl::MutexLock lock(&sink_->mu);
+  sink_->callback_ids[conn] = id;
   return absl::OkStatus();
+}
+
+void LifecycleEventSource::Deregister(virConnectPtr conn) const {
+  int id;
+  {
+    absl::MutexLock lock(&sink_->mu);
+    auto it = sink_->callback_ids.find(conn);
+    if (it == sink_->callback_ids.end()) return;
+    id = it->second;
+    sink_->callback_ids.erase(it);
+  }
+  // Fails (after removing it locally) when the daemon is gone: expected.
+  if (virConnectDomainEventDeregisterAny(conn, id) < 0) virResetLastError();
 }
 
 int LifecycleEventSource::OnLifecycle(virConnectPtr /*conn*/, virDomainPtr dom, int event,

@@ -132,7 +132,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
     absl::StatusOr<std::vector<v1::Domain>> listed = lister->ListEverything(conn);
     absl::Status status = listed.status();
     mirror->FinishResync(std::move(listed));
+    if (!status.ok()) events.Deregister(conn);  // the pool closes it
     return status;
+  };
+  pool_options.on_event_connection_closing = [events](virConnectPtr conn) {
+    events.Deregister(conn);
   };
   pool_options.on_event_connection_lost = [mirror = server->mirror_](const std::string& why) {
     mirror->OnLost(why);

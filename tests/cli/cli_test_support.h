@@ -92,6 +92,12 @@ class ServerProcess {
     // Where the server's stdout and stderr go (appended). Empty: next to
     // the socket ("<socket path>.log").
     std::string log_path;
+    // More flags, e.g. "--keepalive_interval=1". A later flag overrides an
+    // earlier one, so these may override the defaults above.
+    std::vector<std::string> extra_flags;
+    // Start() waits until health says SERVING (false: only until it answers
+    // at all, e.g. NOT_SERVING while libvirt is not up yet).
+    bool wait_serving = true;
   };
 
   // Starts virtgated and waits until its health check says SERVING.
@@ -101,8 +107,9 @@ class ServerProcess {
   // SIGKILL if still running.
   ~ServerProcess();
 
-  // Sends SIGTERM and returns the wait status once it exited.
-  absl::StatusOr<int> Terminate();
+  // Sends SIGTERM and returns the wait status once it exited (or
+  // DEADLINE_EXCEEDED after `deadline`).
+  absl::StatusOr<int> Terminate(absl::Duration deadline = kProcessDeadline);
 
   const std::string& target() const { return target_; }
   pid_t pid() const { return pid_; }
@@ -112,8 +119,9 @@ class ServerProcess {
   ServerProcess() = default;
 
   // Polls the health service through the client library until it answers
-  // SERVING, the process dies, or the deadline passes.
-  absl::Status WaitUntilServing();
+  // SERVING (or anything, with !serving), the process dies, or the deadline
+  // passes.
+  absl::Status WaitUntilServing(bool serving);
 
   std::unique_ptr<TempDir> dir_;  // Only when the server chose its socket.
   std::string target_;

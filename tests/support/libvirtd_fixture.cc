@@ -36,7 +36,7 @@ bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
   return true;
 }
 
-absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start() {
+absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start(bool running) {
   if (access(kLibvirtd, X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         kLibvirtd, " not found: install Debian's libvirt-daemon package to run this test"));
@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start() {
        << "max_workers = 20\nmax_client_requests = 5\n";
   conf.close();
   d->uri_ = absl::StrCat("test+unix:///default?socket=", d->dir_, "/sock/libvirt-sock");
+  if (!running) return d;
   if (absl::Status s = d->Spawn(); !s.ok()) return s;
   return d;
 }

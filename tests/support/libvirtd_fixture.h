@@ -24,7 +24,9 @@ namespace virtgate::testing {
 class PrivateLibvirtd {
  public:
   // FAILED_PRECONDITION (say what is missing) when libvirtd is not installed.
-  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start();
+  // With running = false, only prepares its directory and URI: Restart()
+  // starts it (a libvirtd that appears after virtgated).
+  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start(bool running = true);
   ~PrivateLibvirtd();  // stops the daemon and removes its temp dir
 
   // test+unix:///default?socket=<dir>/libvirt-sock
@@ -33,7 +35,8 @@ class PrivateLibvirtd {
 
   // SIGKILL and reap (the test driver's domains die with it).
   void Kill();
-  // Starts it again on the same socket after Kill(); waits until it answers.
+  // (Re)starts it on the same socket (SIGKILL first if running); waits until
+  // it answers.
   absl::Status Restart();
   void Pause();   // SIGSTOP
   void Resume();  // SIGCONT
