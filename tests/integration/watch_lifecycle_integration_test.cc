@@ -13,6 +13,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -20,6 +21,7 @@
 #include "server/server.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"
+#include "tests/support/watch_collector.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate {
@@ -28,71 +30,8 @@ namespace {
 using testing::PrivateLibvirtd;
 using testing::WaitFor;
 
-// A client-side watch collecting every message on a thread of its own.
-class Watcher {
- public:
-  Watcher(v1::Hypervisor::Stub* stub, v1::WatchLifecycleRequest request, bool read = true)
-      : reader_(stub->WatchLifecycle(&ctx_, request)) {
-    if (read) thread_ = std::thread([this] { ReadAll(); });
-  }
-  ~Watcher() {
-    ctx_.TryCancel();
-    if (thread_.joinable()) thread_.join();
-  }
-
-  std::vector<v1::WatchLifecycleResponse> Messages() {
-    absl::MutexLock lock(&mu_);
-    return messages_;
-  }
-  bool WaitForCount(size_t n, absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return messages_.size() >= n || done_; };
-    mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
-    return messages_.size() >= n;
-  }
-  // Waits for the stream to end; returns its status.
-  std::optional<grpc::Status> WaitForEnd(absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&done_), timeout);
-    if (!done_) return std::nullopt;
-    return status_;
-  }
-  std::string Trailer(const std::string& key) {
-    auto md = ctx_.GetServerTrailingMetadata();
-    auto it = md.find(key);
-    return it == md.end() ? "" : std::string(it->second.data(), it->second.size());
-  }
-  void Cancel() { ctx_.TryCancel(); }
-  // For a watcher created with read = false: start reading now.
-  void StartReading() { thread_ = std::thread([this] { ReadAll(); }); }
-
- private:
-  void ReadAll() {
-    v1::WatchLifecycleResponse m;
-    while (reader_->Read(&m)) {
-      absl::MutexLock lock(&mu_);
-      messages_.push_back(m);
-    }
-    grpc::Status s = reader_->Finish();
-    absl::MutexLock lock(&mu_);
-    status_ = s;
-    done_ = true;
-  }
-
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReader<v1::WatchLifecycleResponse>> reader_;
-  std::thread thread_;
-  absl::Mutex mu_;
-  std::vector<v1::WatchLifecycleResponse> messages_ ABSL_GUARDED_BY(mu_);
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
-std::string Describe(const v1::WatchLifecycleResponse& m) {
-  if (!m.has_event()) return "non-event";
-  return absl::StrCat(m.event().domain_name(), " ",
-                      v1::LifecycleEventType_Name(m.event().type()), "/", m.event().detail());
-}
+using Watcher = testing::WatchCollector;
+using testing::Describe;
 
 class WatchLifecycleIntegrationTest : public ::testing::Test {
  protected:
@@ -361,11 +300,6 @@ TEST_F(WatchLifecycleIntegrationTest, InitialStateShowsEveryDomainThenSynced) {
   EXPECT_EQ(Describe(w.Messages()[4]), "i-a LIFECYCLE_EVENT_TYPE_STARTED/booted");
 }
 
-// A client-side model of a domain, driven by the initial view and events.
-struct Model {
-  bool exists = false, active = false, paused = false;
-};
-
 TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChurn) {
   constexpr int kDomains = 20;
   std::vector<std::string> names;
@@ -409,48 +343,25 @@ TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChu
       }
       return false;
     }, absl::Seconds(60))) << "watcher " << w;
-    std::map<std::string, Model> model;
+    testing::ClientView view;
     bool synced = false;
     int events = 0;
     for (const auto& m : watchers[w]->Messages()) {
-      if (m.has_initial()) {
-        ASSERT_FALSE(synced);
-        const v1::Domain& d = m.initial().domain();
-        model[d.uuid()] = {true, d.state() == v1::DOMAIN_STATE_RUNNING ||
-                                     d.state() == v1::DOMAIN_STATE_PAUSED,
-                           d.state() == v1::DOMAIN_STATE_PAUSED};
-      } else if (m.has_synced()) {
-        synced = true;
-      } else if (m.has_event()) {
+      if (m.has_initial()) ASSERT_FALSE(synced);
+      if (m.has_synced()) synced = true;
+      if (m.has_event()) {
         ASSERT_TRUE(synced) << "events only after the marker";
         ++events;
-        Model& d = model[m.event().domain_uuid()];
-        const std::string what = absl::StrCat("watcher ", w, " seq ", m.sequence(), " ", Describe(m));
-        // Each delivered event must be a valid transition from what the
-        // client has: a duplicate of something already shown is not.
-        switch (m.event().type()) {
-          case v1::LIFECYCLE_EVENT_TYPE_DEFINED: d.exists = true; break;
-          case v1::LIFECYCLE_EVENT_TYPE_STARTED:
-            EXPECT_FALSE(d.active) << what; d.active = true; d.paused = false; break;
-          case v1::LIFECYCLE_EVENT_TYPE_SUSPENDED:
-            EXPECT_TRUE(d.active && !d.paused) << what; d.paused = true; break;
-          case v1::LIFECYCLE_EVENT_TYPE_RESUMED:
-            EXPECT_TRUE(d.paused) << what; d.paused = false; break;
-          case v1::LIFECYCLE_EVENT_TYPE_STOPPED:
-            EXPECT_TRUE(d.active) << what; d.active = false; d.paused = false; break;
-          default: break;
-        }
       }
+      // Each delivered event must be a valid transition from what the
+      // client has: a duplicate of something already shown is not.
+      const std::string problem = view.Apply(m);
+      EXPECT_TRUE(problem.empty()) << "watcher " << w << " " << problem;
     }
     EXPECT_GT(events, 0) << "watcher " << w << " saw live churn";
     // ... and the result is libvirt's final state (nothing lost).
-    for (const auto& [uuid, t] : *truth) {
-      ASSERT_TRUE(model.count(uuid)) << t.name;
-      const Model& d = model[uuid];
-      EXPECT_EQ(d.active, t.state == VIR_DOMAIN_RUNNING || t.state == VIR_DOMAIN_PAUSED)
-          << "watcher " << w << " " << t.name;
-      EXPECT_EQ(d.paused, t.state == VIR_DOMAIN_PAUSED) << "watcher " << w << " " << t.name;
-    }
+    const std::vector<std::string> diff = view.DiffFrom(*truth);
+    EXPECT_TRUE(diff.empty()) << "watcher " << w << ":\n" << absl::StrJoin(diff, "\n");
   }
 }
 

@@ -93,5 +93,72 @@ TEST(WorkerPoolTest, ShutdownAbandonsAStuckWorkerAtTheDeadline) {
   release->Notify();
 }
 
+// A stalled libvirtd holds workers forever; once their calls are past their
+// deadline the pool stands in for them (up to the cap), and the extra
+// threads go away when the stuck calls return.
+TEST(WorkerPoolTest, ReplacesWorkersStuckPastTheirDeadlineUpToTheCap) {
+  WorkerPool::Options options;
+  options.threads = 2;
+  options.max_queued = 10;
+  options.max_replacements = 1;
+  WorkerPool pool(options);
+  auto release = std::make_shared<absl::Notification>();
+  std::atomic<int> started{0};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(pool.Submit(
+                        [release, &started](bool) {
+                          ++started;
+                          release->WaitForNotification();  // stuck in libvirt
+                        },
+                        absl::Now() + absl::Milliseconds(50))
+                    .ok());
+  }
+  ASSERT_TRUE(WaitFor([&] { return started == 2; }, absl::Seconds(10)));
+  // New work while both are stuck: one replacement runs it, the cap holds.
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(pool.Submit([&](bool cancelled) { ran += cancelled ? 0 : 1; }).ok());
+  }
+  EXPECT_TRUE(WaitFor([&] { return ran == 3; }, absl::Seconds(10)));
+  WorkerPool::Stats stats = pool.GetStats();
+  EXPECT_EQ(stats.stuck, 2);
+  EXPECT_EQ(stats.replacements, 1);
+  EXPECT_EQ(stats.threads, 3);
+  EXPECT_EQ(stats.replacements_started, 1u);
+  // The stuck calls return: back to the configured size.
+  release->Notify();
+  EXPECT_TRUE(WaitFor([&] { return pool.GetStats().threads == 2; }, absl::Seconds(10)))
+      << pool.GetStats().threads;
+  EXPECT_EQ(pool.GetStats().stuck, 0);
+  EXPECT_EQ(pool.Shutdown(absl::Now() + absl::Seconds(5)), 0);
+}
+
+// Busy but not past their deadlines: no replacements (that would only add
+// load to a slow libvirtd).
+TEST(WorkerPoolTest, BusyWorkersWithinTheirDeadlineAreNotReplaced) {
+  WorkerPool::Options options;
+  options.threads = 1;
+  options.max_queued = 10;
+  WorkerPool pool(options);
+  absl::Notification release, started;
+  ASSERT_TRUE(pool.Submit(
+                      [&](bool) {
+                        started.Notify();
+                        release.WaitForNotification();
+                      },
+                      absl::Now() + absl::Hours(1))
+                  .ok());
+  started.WaitForNotification();
+  std::atomic<int> ran{0};
+  ASSERT_TRUE(pool.Submit([&](bool) { ++ran; }).ok());
+  // The supervisor looks every 100 ms while work waits; give it several looks.
+  EXPECT_FALSE(WaitFor([&] { return ran > 0 || pool.GetStats().threads > 1; },
+                       absl::Milliseconds(500)));
+  EXPECT_EQ(pool.GetStats().stuck, 0);
+  release.Notify();
+  EXPECT_TRUE(WaitFor([&] { return ran == 1; }, absl::Seconds(10)));
+  EXPECT_EQ(pool.Shutdown(absl::Now() + absl::Seconds(5)), 0);
+}
+
 }  // namespace
 }  // namespace virtgate
