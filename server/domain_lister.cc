@@ -203,7 +203,8 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
 }
 
 std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::string& uuid,
-                                                 const Stats* stats, bool refresh_facts) {
+                                                 const Stats* stats, bool refresh_facts,
+                                                 absl::Time deadline) {
   v1::Domain d;
   d.set_uuid(uuid);
   d.set_name(DomainName(dom));
@@ -211,8 +212,16 @@ std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::st
 
   std::optional<DomainFacts> facts;
   if (!refresh_facts) facts = cache_->Lookup(uuid, d.name(), d.id());
-  if (!facts) {
-    absl::StatusOr<DomainFacts> fetched = cache_->Fetch(dom, uuid);
+  if (!facts && busy_.IsBusy(uuid)) {
+    // A call on it is stuck: do not queue another behind it.
+    facts = cache_->LastKnown(uuid);
+    d.set_stale(true);
+  } else if (!facts) {
+    absl::StatusOr<DomainFacts> fetched;
+    {
+      BusyDomains::Call call = busy_.Begin(uuid, deadline);
+      fetched = cache_->Fetch(dom, uuid);
+    }
     if (fetched.ok()) {
       facts = *fetched;
     } else if (fetched.status().code() == absl::StatusCode::kNotFound) {
@@ -286,7 +295,8 @@ absl::Status DomainLister::ValidateGetRequest(const v1::GetDomainRequest& reques
 }
 
 absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
-                                                           const v1::ListDomainsRequest& request) {
+                                                           const v1::ListDomainsRequest& request,
+                                                           absl::Time deadline) {
   if (absl::Status s = ValidateListRequest(request); !s.ok()) return s;
   std::optional<PageCursor> cursor;
   if (!request.page_token().empty()) cursor = *DecodePageToken(request.page_token());
@@ -352,16 +362,25 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
     const size_t want = page_size - response.domains_size();
     const size_t end = std::min(entries.size(), next + want);
     std::vector<virDomainPtr> chunk;
-    for (size_t i = next; i < end; ++i) chunk.push_back(entries[i].dom);
+    absl::flat_hash_set<std::string> busy;
+    for (size_t i = next; i < end; ++i) {
+      if (busy_.IsBusy(entries[i].uuid)) {
+        busy.insert(entries[i].uuid);  // stale, from what is known
+      } else {
+        chunk.push_back(entries[i].dom);
+      }
+    }
     absl::StatusOr<std::vector<Stats>> stats = BulkStats(chunk);
     if (!stats.ok()) return stats.status();
     absl::flat_hash_map<std::string, const Stats*> by_uuid;
     for (const Stats& s : *stats) by_uuid[s.uuid] = &s;
     for (size_t i = next; i < end; ++i) {
       auto it = by_uuid.find(entries[i].uuid);
-      if (it == by_uuid.end()) continue;  // undefined between the two calls
+      const bool is_busy = busy.contains(entries[i].uuid);
+      if (it == by_uuid.end() && !is_busy) continue;  // undefined between the two calls
       std::optional<v1::Domain> d =
-          Describe(entries[i].dom, entries[i].uuid, it->second, /*refresh_facts=*/false);
+          Describe(entries[i].dom, entries[i].uuid, is_busy ? nullptr : it->second,
+                   /*refresh_facts=*/false, deadline);
       if (!d) continue;
       if (!wanted_states.empty() && !wanted_states.contains(d->state())) continue;
       d->set_persistent(pinned_persistent.value_or(!transient.contains(d->uuid())));
@@ -379,7 +398,8 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
 }
 
 absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
-                                             const v1::GetDomainRequest& request) {
+                                             const v1::GetDomainRequest& request,
+                                             absl::Time deadline) {
   if (absl::Status s = ValidateGetRequest(request); !s.ok()) return s;
   DomainHandle dom;
   if (!request.uuid().empty()) {
@@ -391,26 +411,38 @@ absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
     if (!dom) return LastLibvirtError(absl::StrCat("domain \"", request.name(), "\""));
   }
   const std::string uuid = DomainUuid(dom.get());
-  absl::StatusOr<std::vector<Stats>> stats = BulkStats({dom.get()});
+  if (busy_.IsBusy(uuid)) {
+    // A call on it is stuck: answer from what is known, at once.
+    std::optional<v1::Domain> d = Describe(dom.get(), uuid, nullptr, false, deadline);
+    if (!d) return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined"));
+    return *d;
+  }
+  absl::StatusOr<std::vector<Stats>> stats;
+  {
+    BusyDomains::Call call = busy_.Begin(uuid, deadline);
+    stats = BulkStats({dom.get()});
+  }
   if (!stats.ok()) return stats.status();
   const Stats* mine = nullptr;
   for (const Stats& s : *stats) {
     if (s.uuid == uuid) mine = &s;
   }
   // One domain: read its facts fresh (and refresh the cache with them).
-  std::optional<v1::Domain> d = Describe(dom.get(), uuid, mine, /*refresh_facts=*/true);
+  std::optional<v1::Domain> d =
+      Describe(dom.get(), uuid, mine, /*refresh_facts=*/true, deadline);
   if (!d || mine == nullptr) {
     return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined while being read"));
   }
   return *d;
 }
 
-absl::StatusOr<std::vector<v1::Domain>> DomainLister::ListEverything(virConnectPtr conn) {
+absl::StatusOr<std::vector<v1::Domain>> DomainLister::ListEverything(virConnectPtr conn,
+                                                                     absl::Time deadline) {
   std::vector<v1::Domain> all;
   v1::ListDomainsRequest req;
   req.set_page_size(options_.max_page_size);
   for (;;) {
-    absl::StatusOr<v1::ListDomainsResponse> page = List(conn, req);
+    absl::StatusOr<v1::ListDomainsResponse> page = List(conn, req, deadline);
     if (!page.ok()) return page.status();
     for (v1::Domain& d : *page->mutable_domains()) all.push_back(std::move(d));
     if (page->next_page_token().empty()) return all;

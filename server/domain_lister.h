@@ -8,6 +8,8 @@
 // virDomainListGetStats for the page's domains, with NOWAIT where the driver
 // takes it, so a domain holding its job lock does not stall the listing.
 // vCPUs and memory, where bulk stats lack them, come from DomainFactsCache.
+// A domain with a call stuck on it (BusyDomains) is left out of the bulk
+// stats and reported from its last known facts with `stale` set.
 //
 // Thread-safe: many workers call it at once, each with its own connection.
 // Every method blocks on libvirt: call from worker threads only.
@@ -22,6 +24,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/busy_domains.h"
 #include "server/domain_facts_cache.h"
 #include "server/libvirt_handles.h"
 #include "virtgate/v1/hypervisor.pb.h"
@@ -47,12 +51,20 @@ class DomainLister {
   DomainLister(Options options, std::shared_ptr<DomainFactsCache> cache)
       : options_(options), cache_(std::move(cache)) {}
 
+  // `deadline` is the caller's: a call about one domain still running past
+  // it marks that domain busy (see BusyDomains).
   absl::StatusOr<v1::ListDomainsResponse> List(virConnectPtr conn,
-                                               const v1::ListDomainsRequest& request);
-  absl::StatusOr<v1::Domain> Get(virConnectPtr conn, const v1::GetDomainRequest& request);
+                                               const v1::ListDomainsRequest& request,
+                                               absl::Time deadline = absl::InfiniteFuture());
+  absl::StatusOr<v1::Domain> Get(virConnectPtr conn, const v1::GetDomainRequest& request,
+                                 absl::Time deadline = absl::InfiniteFuture());
   // Every domain, all pages in one go (one view, for a watch's initial
   // state or a resync after reconnecting).
-  absl::StatusOr<std::vector<v1::Domain>> ListEverything(virConnectPtr conn);
+  absl::StatusOr<std::vector<v1::Domain>> ListEverything(
+      virConnectPtr conn, absl::Time deadline = absl::InfiniteFuture());
+
+  // Domains with a call stuck on them now (reported stale, not waited for).
+  const BusyDomains& busy() const { return busy_; }
 
   // Validation that needs no libvirt (so bad requests fail before queueing).
   static absl::Status ValidateListRequest(const v1::ListDomainsRequest& request);
@@ -64,11 +76,13 @@ class DomainLister {
   absl::StatusOr<std::vector<Stats>> BulkStats(const std::vector<virDomainPtr>& doms);
   // Builds the Domain for one listed domain; nullopt if it vanished meanwhile.
   std::optional<v1::Domain> Describe(virDomainPtr dom, const std::string& uuid,
-                                     const Stats* stats, bool refresh_facts);
+                                     const Stats* stats, bool refresh_facts,
+                                     absl::Time deadline);
 
   const Options options_;
   const std::shared_ptr<DomainFactsCache> cache_;
   std::atomic<bool> nowait_supported_{true};
+  BusyDomains busy_;
 };
 
 }  // namespace virtgate

@@ -42,7 +42,7 @@ grpc::ServerUnaryReactor* HypervisorService::ListDomains(grpc::CallbackServerCon
        req = *request](absl::Time deadline) -> absl::StatusOr<v1::ListDomainsResponse> {
         absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
         if (!lease.ok()) return lease.status();
-        return WhileAlive(lister->List(lease->get(), req), *lease, *pool);
+        return WhileAlive(lister->List(lease->get(), req, deadline), *lease, *pool);
       });
 }
 
@@ -58,7 +58,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetDomain(grpc::CallbackServerConte
        req = *request](absl::Time deadline) -> absl::StatusOr<v1::Domain> {
         absl::StatusOr<ConnectionPool::Lease> lease = pool->Acquire(deadline);
         if (!lease.ok()) return lease.status();
-        return WhileAlive(lister->Get(lease->get(), req), *lease, *pool);
+        return WhileAlive(lister->Get(lease->get(), req, deadline), *lease, *pool);
       });
 }
 
@@ -80,6 +80,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
   c->set_stuck_calls(workers.stuck);
   c->set_replacement_workers(workers.replacements);
   c->set_events_up(!mirror_->GetStats().lost && snap.up());
+  for (const std::string& uuid : lister_->busy().Busy()) c->add_busy_domains(uuid);
   response->set_uri(connections_->options().uri);
   response->set_server_version(VIRTGATE_VERSION);
   return FinishNow(ctx, absl::OkStatus());
