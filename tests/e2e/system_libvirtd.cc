@@ -1,0 +1,297 @@
+#include "tests/e2e/system_libvirtd.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "server/libvirt_handles.h"
+#include "tests/e2e/child_process.h"
+#include "tests/e2e/libvirt_direct.h"
+
+namespace virtgate::e2e {
+namespace {
+
+constexpr char kLibvirtd[] = "/usr/sbin/libvirtd";
+constexpr char kVirtlogd[] = "/usr/sbin/virtlogd";
+constexpr char kVirtlogdSocket[] = "/run/libvirt/virtlogd-sock";
+constexpr char kKvm[] = "/dev/kvm";
+constexpr char kLockFile[] = "/run/lock/virtgate-e2e.lock";
+// Debian's QEMU user and group (qemu.conf's defaults there).
+constexpr char kQemuUser[] = "libvirt-qemu";
+constexpr char kKvmGroup[] = "kvm";
+
+bool UnixSocketAnswers(const char* path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+struct OpenResult {
+  ConnectHandle conn;
+  int error_code = 0;
+  std::string error;
+};
+
+OpenResult OpenSystem() {
+  OpenResult r;
+  r.conn.reset(virConnectOpenReadOnly(kSystemUri));
+  if (!r.conn) {
+    const virError* e = virGetLastError();
+    r.error_code = e ? e->code : 0;
+    r.error = e && e->message ? e->message : "unknown libvirt error";
+    virResetLastError();
+  }
+  return r;
+}
+
+// What the daemon's QEMU driver must offer for our tiny guests.
+absl::Status CheckQemuDriver(virConnectPtr conn) {
+  const char* type = virConnectGetType(conn);
+  if (type == nullptr || std::strcmp(type, "QEMU") != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(kSystemUri, " is served by driver ", type ? type : "?", ", not QEMU"));
+  }
+  char* caps = virConnectGetCapabilities(conn);
+  if (caps == nullptr) return LastError("virConnectGetCapabilities");
+  const std::string text = caps;
+  free(caps);
+  if (!absl::StrContains(text, "<arch name='x86_64'>") ||
+      !absl::StrContains(text, "<domain type='qemu'")) {
+    return absl::FailedPreconditionError(
+        "libvirt's QEMU driver offers no x86_64 TCG guests (<domain type='qemu'>); is "
+        "qemu-system-x86 installed?");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Duration backoff = absl::Milliseconds(1);
+  while (!condition()) {
+    if (absl::Now() >= deadline) return condition();
+    absl::SleepFor(backoff);  // poll interval, not synchronisation
+    backoff = std::min(backoff * 2, absl::Milliseconds(25));
+  }
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<SystemLibvirtd>> SystemLibvirtd::Ensure() {
+  if (access(kQemuBinary, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kQemuBinary, " not found: apt-get install qemu-system-x86 to run the QEMU tests"));
+  }
+  if (absl::Status s = EnsureEventLoop(); !s.ok()) return s;
+  std::unique_ptr<SystemLibvirtd> host(new SystemLibvirtd());
+  host->lock_fd_ = open(kLockFile, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (host->lock_fd_ < 0) {
+    return absl::InternalError(absl::StrCat("open ", kLockFile, ": ", strerror(errno)));
+  }
+  fchmod(host->lock_fd_, 0666);  // whoever created it, anyone may lock it
+  if (!WaitUntil([&] { return flock(host->lock_fd_, LOCK_EX | LOCK_NB) == 0; },
+                 absl::Minutes(4))) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "another end-to-end run has held ", kLockFile, " for 4 minutes"));
+  }
+  host->MakeKvmUsableByQemuUser();
+  OpenResult first = OpenSystem();
+  if (first.conn) {
+    if (absl::Status s = CheckQemuDriver(first.conn.get()); !s.ok()) return s;
+    absl::StrAppend(&host->summary_, "using the libvirtd already serving ", kSystemUri);
+    return host;
+  }
+  if (geteuid() != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no libvirtd serves ", kSystemUri, " (", first.error,
+        ") and the test is not root, so it cannot start one"));
+  }
+  if (access(kLibvirtd, X_OK) != 0 || access(kVirtlogd, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kLibvirtd, " or ", kVirtlogd,
+        " not found: apt-get install libvirt-daemon-system to run the QEMU tests"));
+  }
+  char dir[] = "/tmp/vgte2e-host.XXXXXX";
+  if (mkdtemp(dir) == nullptr) {
+    return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
+  }
+  host->dir_ = dir;
+  if (absl::Status s = host->StartVirtlogdIfNeeded(); !s.ok()) return s;
+  if (absl::Status s = host->StartLibvirtd(); !s.ok()) return s;
+  OpenResult up = OpenSystem();
+  if (!up.conn) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "libvirtd started but ", kSystemUri, " does not open (", up.error,
+        "): its QEMU driver did not initialise; libvirtd log:\n", Tail(host->LibvirtdLog())));
+  }
+  if (absl::Status s = CheckQemuDriver(up.conn.get()); !s.ok()) return s;
+  return host;
+}
+
+absl::Status SystemLibvirtd::StartVirtlogdIfNeeded() {
+  if (UnixSocketAnswers(kVirtlogdSocket)) {
+    absl::StrAppend(&summary_, "virtlogd already running; ");
+    return absl::OkStatus();
+  }
+  const std::string log = dir_ + "/virtlogd.log";
+  const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return absl::InternalError(absl::StrCat("open ", log, ": ", strerror(errno)));
+  ChildOptions o;
+  o.argv = {kVirtlogd};
+  o.log_fd = log_fd;
+  o.death_signal = SIGTERM;
+  absl::StatusOr<pid_t> pid = SpawnChild(o);
+  close(log_fd);
+  if (!pid.ok()) return pid.status();
+  virtlogd_pid_ = *pid;
+  bool died = false;
+  const bool up = WaitUntil(
+      [&] {
+        if (WaitForChildExit(virtlogd_pid_, absl::Now())) {
+          died = true;
+          return true;
+        }
+        return UnixSocketAnswers(kVirtlogdSocket);
+      },
+      absl::Seconds(30));
+  if (died) {
+    virtlogd_pid_ = -1;
+    return absl::InternalError(absl::StrCat("virtlogd exited at start; log:\n", ReadFile(log)));
+  }
+  if (!up) return absl::InternalError("virtlogd did not open its socket within 30s");
+  absl::StrAppend(&summary_, "started virtlogd (pid ", virtlogd_pid_, "); ");
+  return absl::OkStatus();
+}
+
+absl::Status SystemLibvirtd::StartLibvirtd() {
+  // Default config but for socket access, which by default goes through
+  // polkit (D-Bus). Without it: ro socket for all local users, rw socket for
+  // root and group libvirt (what Debian's polkit rules grant), no auth.
+  const std::string conf = dir_ + "/libvirtd.conf";
+  {
+    std::ofstream out(conf);
+    out << "# written by the virtgate end-to-end tests\n"
+        << "auth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n"
+        << "unix_sock_ro_perms = \"0777\"\nunix_sock_rw_perms = \"0770\"\n";
+    if (getgrnam("libvirt") != nullptr) out << "unix_sock_group = \"libvirt\"\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", conf));
+  }
+  const std::string log = dir_ + "/libvirtd.log";
+  const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return absl::InternalError(absl::StrCat("open ", log, ": ", strerror(errno)));
+  ChildOptions o;
+  o.argv = {kLibvirtd, "-f", conf};
+  o.log_fd = log_fd;
+  // A crashed test leaves no daemon behind; libvirtd stops gracefully.
+  o.death_signal = SIGTERM;
+  absl::StatusOr<pid_t> pid = SpawnChild(o);
+  close(log_fd);
+  if (!pid.ok()) return pid.status();
+  libvirtd_pid_ = *pid;
+  bool died = false;
+  int status = 0;
+  OpenResult last;
+  const bool up = WaitUntil(
+      [&] {
+        if (std::optional<int> s = WaitForChildExit(libvirtd_pid_, absl::Now())) {
+          died = true;
+          status = *s;
+          return true;
+        }
+        last = OpenSystem();
+        // Answering, or answering that it has no QEMU driver: either way up.
+        return last.conn != nullptr || last.error_code == VIR_ERR_NO_CONNECT;
+      },
+      absl::Seconds(60));
+  if (died) {
+    libvirtd_pid_ = -1;
+    return absl::InternalError(absl::StrCat("libvirtd ended at start (", DescribeWaitStatus(status),
+                                            "); log:\n", Tail(ReadFile(log))));
+  }
+  if (!up) {
+    return absl::InternalError(absl::StrCat("libvirtd did not answer within 60s (", last.error,
+                                            "); log:\n", Tail(ReadFile(log))));
+  }
+  absl::StrAppend(&summary_, "started libvirtd (pid ", libvirtd_pid_, ", config ", conf, ")");
+  return absl::OkStatus();
+}
+
+void SystemLibvirtd::MakeKvmUsableByQemuUser() {
+  struct stat st {};
+  if (stat(kKvm, &st) != 0 || !S_ISCHR(st.st_mode)) return;  // no KVM: nothing flip-flops
+  const passwd* user = getpwnam(kQemuUser);
+  const group* kvm = getgrnam(kKvmGroup);
+  if (user == nullptr || kvm == nullptr) return;
+  // The user's groups, as QEMU gets them (primary plus supplementary).
+  std::vector<gid_t> groups(64);
+  int ngroups = static_cast<int>(groups.size());
+  if (getgrouplist(kQemuUser, user->pw_gid, groups.data(), &ngroups) < 0) ngroups = 0;
+  groups.resize(std::max(ngroups, 0));
+  const bool in_group = std::find(groups.begin(), groups.end(), st.st_gid) != groups.end() ||
+                        st.st_gid == user->pw_gid;
+  const bool user_can = (st.st_uid == user->pw_uid && (st.st_mode & 0600) == 0600) ||
+                        (in_group && (st.st_mode & 0060) == 0060) ||
+                        (st.st_mode & 0006) == 0006;
+  if (user_can) return;
+  if (geteuid() != 0) {
+    absl::StrAppend(&summary_, kKvm, " is not usable by ", kQemuUser,
+                    " (guest starts will be slow: libvirt re-probes QEMU each time); ");
+    return;
+  }
+  if (chown(kKvm, 0, kvm->gr_gid) != 0 || chmod(kKvm, 0660) != 0) {
+    absl::StrAppend(&summary_, "could not give ", kKvm, " root:kvm 0660: ", strerror(errno), "; ");
+    return;
+  }
+  kvm_restore_ = KvmNode{st.st_uid, st.st_gid, static_cast<mode_t>(st.st_mode & 07777)};
+  absl::StrAppend(&summary_, kKvm,
+                  absl::StrFormat(" set to root:kvm 0660 (was %d:%d %04o; restored afterwards) so "
+                                  "libvirt's capability cache stays valid; ",
+                                  st.st_uid, st.st_gid, st.st_mode & 07777));
+}
+
+std::string SystemLibvirtd::LibvirtdLog() const {
+  return dir_.empty() ? "" : ReadFile(dir_ + "/libvirtd.log");
+}
+
+SystemLibvirtd::~SystemLibvirtd() {
+  if (libvirtd_pid_ > 0) StopChild(libvirtd_pid_, absl::Seconds(20));
+  if (virtlogd_pid_ > 0) StopChild(virtlogd_pid_, absl::Seconds(10));
+  if (kvm_restore_) {
+    if (chown(kKvm, kvm_restore_->uid, kvm_restore_->gid) != 0 ||
+        chmod(kKvm, kvm_restore_->mode) != 0) {
+      std::fprintf(stderr, "e2e: could not restore %s: %s\n", kKvm, strerror(errno));
+    }
+  }
+  if (!dir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  if (lock_fd_ >= 0) close(lock_fd_);  // releases the lock
+}
+
+}  // namespace virtgate::e2e
