@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The README's second command (and what CI runs): installs what is needed
 # from Debian, builds, checks lock annotations with clang -Wthread-safety,
-# and runs every test (unit, service, integration, cli, slow) and the
-# benchmarks, whose figures land in build/bench/.
+# runs every test (unit, service, integration, cli, resilience, e2e, slow)
+# and the benchmarks, whose figures land in build/bench/, then builds again
+# with AddressSanitizer + UndefinedBehaviorSanitizer and runs every test
+# again under them (benchmarks excepted: sanitized timings mean nothing).
+#
+#   deploy/run-tests.sh                 # everything
+#   deploy/run-tests.sh -L unit         # extra arguments go to both ctest runs
+#   VIRTGATE_SANITIZE=0 deploy/run-tests.sh   # skip the sanitizer pass
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh test
@@ -22,3 +28,13 @@ mkdir -p build/bench
 echo "== tests"
 # ctest runs every label; --output-on-failure shows what a failing test said.
 ctest --test-dir build --output-on-failure --no-tests=error -j 2 "$@"
+
+if [ "${VIRTGATE_SANITIZE:-1}" != "0" ]; then
+  echo "== build with -fsanitize=address,undefined"
+  BUILD_DIR=build-asan deploy/build.sh -DVIRTGATE_BUILD_TESTS=ON -DVIRTGATE_SANITIZE=ON
+  mkdir -p build-asan/bench
+  echo "== tests under ASan + UBSan"
+  # Any report fails the test (UBSan does not recover; ASan and LSan exit 1).
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure --no-tests=error -j 2 -LE bench "$@"
+fi

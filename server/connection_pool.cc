@@ -1,5 +1,7 @@
 #include "server/connection_pool.h"
 
+#include <libvirt/virterror.h>
+
 #include <algorithm>
 #include <optional>
 #include <thread>
@@ -148,7 +150,7 @@ class ConnectionPool::Core {
     }
     for (auto& [slot, conn] : to_close) {
       LogWarning("libvirt connection ", slot, " to ", options_.uri, " lost; reopening");
-      virConnectUnregisterCloseCallback(conn.get(), &Core::CloseCallback);
+      UnregisterClose(conn.get());
       if (slot == 0 && options_.on_event_connection_closing) {
         options_.on_event_connection_closing(conn.get());
       }
@@ -173,7 +175,7 @@ class ConnectionPool::Core {
       if (opened.ok() && slot == 0 && options_.on_event_connection) {
         if (absl::Status s = options_.on_event_connection(opened->get()); !s.ok()) {
           LogError("cannot set up event delivery on ", options_.uri, ": ", s.message());
-          virConnectUnregisterCloseCallback(opened->get(), &Core::CloseCallback);
+          UnregisterClose(opened->get());
           opened = absl::UnavailableError(absl::StrCat(options_.uri, ": ", s.message()));
         }
       }
@@ -201,7 +203,7 @@ class ConnectionPool::Core {
         }
       }
       if (discard) {
-        virConnectUnregisterCloseCallback(discard.get(), &Core::CloseCallback);
+        UnregisterClose(discard.get());
         if (slot == 0 && options_.on_event_connection_closing) {
           options_.on_event_connection_closing(discard.get());
         }
@@ -304,7 +306,7 @@ class ConnectionPool::Core {
 
   void CloseAll(std::vector<std::pair<int, ConnectHandle>> conns) {
     for (auto& [slot, c] : conns) {
-      virConnectUnregisterCloseCallback(c.get(), &Core::CloseCallback);
+      UnregisterClose(c.get());
       if (slot == 0 && options_.on_event_connection_closing) {
         options_.on_event_connection_closing(c.get());
       }
@@ -324,6 +326,11 @@ class ConnectionPool::Core {
     }
   }
   static void FreeCookie(void* opaque) { delete static_cast<CloseCookie*>(opaque); }
+  // Fails on a dead connection (the remote driver asks the daemon first);
+  // the callback then stays registered until the connection is disposed.
+  static void UnregisterClose(virConnectPtr conn) {
+    if (virConnectUnregisterCloseCallback(conn, &Core::CloseCallback) < 0) virResetLastError();
+  }
 
   absl::StatusOr<ConnectHandle> Open(int slot, uint64_t* generation) {
     {
@@ -333,12 +340,21 @@ class ConnectionPool::Core {
     const unsigned int flags = options_.read_only ? VIR_CONNECT_RO : 0;
     ConnectHandle conn(virConnectOpenAuth(options_.uri.c_str(), virConnectAuthPtrDefault, flags));
     if (!conn) return LastLibvirtError(options_.uri);
-    if (options_.keepalive_interval_s > 0 &&
-        virConnectSetKeepAlive(conn.get(), options_.keepalive_interval_s,
-                               static_cast<unsigned>(options_.keepalive_count)) < 0) {
-      // Local drivers (test:///, qemu:///embed) have no keepalive.
+    // Only the remote driver (every daemon URI, qemu:///system included)
+    // has keepalive and close callbacks; in-process drivers (test:///,
+    // qemu:///embed) refuse keepalive, which tells them apart. Interval -1
+    // (keepalive off) still answers the question.
+    const int interval = options_.keepalive_interval_s > 0 ? options_.keepalive_interval_s : -1;
+    const bool remote = virConnectSetKeepAlive(conn.get(), interval,
+                                               static_cast<unsigned>(options_.keepalive_count)) == 0;
+    if (!remote) {
       LogDebug(LastLibvirtError("keepalive").message());
+      return conn;  // in-process: nothing to lose, no close callback
     }
+    // libvirt owns the cookie: it frees it when the callback has fired, was
+    // unregistered, or the connection is disposed. (Unregistering fails on a
+    // dead connection, so the callback may still fire after we dropped it:
+    // the cookie's weak reference and generation make that harmless.)
     auto* cookie = new CloseCookie{self, slot, *generation};
     if (virConnectRegisterCloseCallback(conn.get(), &Core::CloseCallback, cookie,
                                         &Core::FreeCookie) < 0) {

@@ -82,6 +82,8 @@ class ResilienceTest : public ::testing::Test {
     config.libvirt_uri = daemon_->uri();
     config.extra_flags = std::move(flags);
     config.wait_serving = wait_serving;
+    // To keep virtgated's whole log (e.g. a sanitizer report) for debugging.
+    if (const char* log = std::getenv("VIRTGATE_SERVER_LOG")) config.log_path = log;
     absl::StatusOr<std::unique_ptr<ServerProcess>> s = ServerProcess::Start(config);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
@@ -105,6 +107,11 @@ class ResilienceTest : public ::testing::Test {
   }
   bool WaitServing(bool serving) {
     return WaitFor([&] { return Serving(absl::Seconds(1)) == serving; }, absl::Seconds(30));
+  }
+  // The end of virtgated's log, for failure messages.
+  std::string LogTail() {
+    const std::string log = server_->Log();
+    return log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
   }
   Timed List(absl::Duration deadline, v1::ListDomainsResponse* out = nullptr) {
     grpc::ClientContext ctx;
@@ -226,13 +233,13 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
       // Changes the watchers see live...
       ConnectHandle admin = Admin();
       const std::string a = absl::StrFormat("c%02d-a", cycle), b = absl::StrFormat("c%02d-b", cycle);
-      DomainHandle da = Define(admin.get(), a);
-      Define(admin.get(), b);
-      ASSERT_EQ(virDomainCreate(da.get()), 0);
       if (cycle % 2 == 0) {
         DomainHandle test(virDomainLookupByName(admin.get(), "test"));
         ASSERT_EQ(virDomainDestroy(test.get()), 0);
       }
+      DomainHandle da = Define(admin.get(), a);
+      Define(admin.get(), b);
+      ASSERT_EQ(virDomainCreate(da.get()), 0);  // the last change: seen, all were
       for (auto& w : watchers) {
         ASSERT_TRUE(w->WaitForMessage(
             [&](const auto& m) { return IsEvent(m, a, v1::LIFECYCLE_EVENT_TYPE_STARTED); },
@@ -241,9 +248,9 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
     }
     // ... then the daemon dies, and comes back with only its default domain.
     daemon_->Kill();
-    ASSERT_TRUE(WaitServing(false)) << "health must follow the daemon down";
+    ASSERT_TRUE(WaitServing(false)) << "health must follow the daemon down\n" << LogTail();
     ASSERT_TRUE(daemon_->Restart().ok());
-    ASSERT_TRUE(WaitServing(true)) << "health must follow the daemon up";
+    ASSERT_TRUE(WaitServing(true)) << "health must follow the daemon up\n" << LogTail();
     for (auto& w : watchers) {
       ASSERT_TRUE(WaitFor([&] {
         return CountConnection(w->Messages(), v1::ConnectionChange::STATE_RESTORED) == cycle + 1;
