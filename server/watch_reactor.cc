@@ -158,7 +158,22 @@ void WatchReactor::StartInitialListing(const WatchDeps& deps, const WatchFilter&
   if (!queued.ok()) {
     absl::MutexLock lock(&mu_);
     FinishLocked(Ending::From(queued));
+    return;
   }
+  // A listing stuck in a stalled libvirt cannot be cancelled; the watch
+  // ends at the listing's deadline instead of waiting for it.
+  deps.timers->Schedule(deadline, [handle = handle_] {
+    absl::MutexLock lock(&handle->mu);
+    if (handle->watch != nullptr) handle->watch->OnInitialListingDeadline();
+  });
+}
+
+void WatchReactor::OnInitialListingDeadline() {
+  absl::MutexLock lock(&mu_);
+  if (finished_ || !listing_) return;
+  FinishLocked({grpc::StatusCode::UNAVAILABLE,
+                absl::StrCat("libvirt did not answer the initial listing within ",
+                             absl::FormatDuration(kInitialListingDeadline), "; retry")});
 }
 
 void WatchReactor::OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> listed) {

@@ -108,6 +108,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
   void StartInitialListing(const WatchDeps& deps, const WatchFilter& domains_only);
   // On the worker, with the listing (or why it failed).
   void OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> listed);
+  // At the listing's deadline: ends the watch if it is still listing.
+  void OnInitialListingDeadline();
 
   // Called by the hub when messages arrive or the queue overflows.
   void OnMessages();
