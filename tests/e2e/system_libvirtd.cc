@@ -36,6 +36,8 @@ constexpr char kVirtlogd[] = "/usr/sbin/virtlogd";
 constexpr char kVirtlogdSocket[] = "/run/libvirt/virtlogd-sock";
 constexpr char kKvm[] = "/dev/kvm";
 constexpr char kLockFile[] = "/run/lock/virtgate-e2e.lock";
+// /dev/kvm's original owner and mode while a run has changed them.
+constexpr char kKvmRecord[] = "/run/lock/virtgate-e2e.kvm";
 // Debian's QEMU user and group (qemu.conf's defaults there).
 constexpr char kQemuUser[] = "libvirt-qemu";
 constexpr char kKvmGroup[] = "kvm";
@@ -109,15 +111,35 @@ absl::StatusOr<std::unique_ptr<SystemLibvirtd>> SystemLibvirtd::Ensure() {
   }
   if (absl::Status s = EnsureEventLoop(); !s.ok()) return s;
   std::unique_ptr<SystemLibvirtd> host(new SystemLibvirtd());
-  host->lock_fd_ = open(kLockFile, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (host->lock_fd_ < 0) {
-    return absl::InternalError(absl::StrCat("open ", kLockFile, ": ", strerror(errno)));
-  }
-  fchmod(host->lock_fd_, 0666);  // whoever created it, anyone may lock it
-  if (!WaitUntil([&] { return flock(host->lock_fd_, LOCK_EX | LOCK_NB) == 0; },
-                 absl::Minutes(4))) {
+  // The lock file is removed by its holder when done, so a lock taken on a
+  // file that has since been replaced is no lock: check, and take it again.
+  auto try_lock = [&] {
+    if (host->lock_fd_ < 0) {
+      host->lock_fd_ = open(kLockFile, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+      if (host->lock_fd_ < 0) return false;
+    }
+    if (flock(host->lock_fd_, LOCK_EX | LOCK_NB) != 0) return false;
+    struct stat held {}, now {};
+    if (fstat(host->lock_fd_, &held) == 0 && stat(kLockFile, &now) == 0 &&
+        held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
+      return true;
+    }
+    close(host->lock_fd_);
+    host->lock_fd_ = -1;
+    return false;
+  };
+  if (!WaitUntil(try_lock, absl::Minutes(4))) {
     return absl::DeadlineExceededError(absl::StrCat(
         "another end-to-end run has held ", kLockFile, " for 4 minutes"));
+  }
+  // Holding the lock, no other run is alive: temp dirs of ours are left by
+  // one that was killed.
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator("/tmp", ignored)) {
+    const std::string name = entry.path().filename().string();
+    if (absl::StartsWith(name, "vgte2e-host.") || absl::StartsWith(name, "vgte2e-vgd.")) {
+      std::filesystem::remove_all(entry.path(), ignored);
+    }
   }
   host->MakeKvmUsableByQemuUser();
   OpenResult first = OpenSystem();
@@ -244,6 +266,16 @@ absl::Status SystemLibvirtd::StartLibvirtd() {
 void SystemLibvirtd::MakeKvmUsableByQemuUser() {
   struct stat st {};
   if (stat(kKvm, &st) != 0 || !S_ISCHR(st.st_mode)) return;  // no KVM: nothing flip-flops
+  // A run that died before restoring the node left its original here.
+  {
+    unsigned uid = 0, gid = 0, mode = 0;
+    if (std::sscanf(ReadFile(kKvmRecord).c_str(), "%u %u %o", &uid, &gid, &mode) == 3) {
+      kvm_restore_ = KvmNode{uid, gid, static_cast<mode_t>(mode)};
+      absl::StrAppend(&summary_, absl::StrFormat("%s: restoring %d:%d %04o left by an earlier run "
+                                                 "at the end; ",
+                                                 kKvm, uid, gid, mode));
+    }
+  }
   const passwd* user = getpwnam(kQemuUser);
   const group* kvm = getgrnam(kKvmGroup);
   if (user == nullptr || kvm == nullptr) return;
@@ -263,11 +295,21 @@ void SystemLibvirtd::MakeKvmUsableByQemuUser() {
                     " (guest starts will be slow: libvirt re-probes QEMU each time); ");
     return;
   }
+  // Record the original first, so that even a crashed run gets it restored
+  // (by the next one).
+  {
+    std::ofstream record(kKvmRecord);
+    record << absl::StrFormat("%u %u %o\n", st.st_uid, st.st_gid, st.st_mode & 07777);
+    if (!record) {
+      absl::StrAppend(&summary_, "cannot write ", kKvmRecord, ", so ", kKvm, " is left as is; ");
+      return;
+    }
+  }
+  kvm_restore_ = KvmNode{st.st_uid, st.st_gid, static_cast<mode_t>(st.st_mode & 07777)};
   if (chown(kKvm, 0, kvm->gr_gid) != 0 || chmod(kKvm, 0660) != 0) {
     absl::StrAppend(&summary_, "could not give ", kKvm, " root:kvm 0660: ", strerror(errno), "; ");
     return;
   }
-  kvm_restore_ = KvmNode{st.st_uid, st.st_gid, static_cast<mode_t>(st.st_mode & 07777)};
   absl::StrAppend(&summary_, kKvm,
                   absl::StrFormat(" set to root:kvm 0660 (was %d:%d %04o; restored afterwards) so "
                                   "libvirt's capability cache stays valid; ",
@@ -285,13 +327,18 @@ SystemLibvirtd::~SystemLibvirtd() {
     if (chown(kKvm, kvm_restore_->uid, kvm_restore_->gid) != 0 ||
         chmod(kKvm, kvm_restore_->mode) != 0) {
       std::fprintf(stderr, "e2e: could not restore %s: %s\n", kKvm, strerror(errno));
+    } else {
+      unlink(kKvmRecord);
     }
   }
   if (!dir_.empty()) {
     std::error_code ignored;
     std::filesystem::remove_all(dir_, ignored);
   }
-  if (lock_fd_ >= 0) close(lock_fd_);  // releases the lock
+  if (lock_fd_ >= 0) {
+    unlink(kLockFile);  // while still holding it; see Ensure
+    close(lock_fd_);
+  }
 }
 
 }  // namespace virtgate::e2e
