@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -53,6 +54,26 @@ std::vector<DomainHandle> ListByPrefix(virConnectPtr conn, const std::string& pr
   return out;
 }
 
+// QEMU's log of each guest (written by virtlogd), which outlives the domain.
+constexpr char kQemuLogDir[] = "/var/log/libvirt/qemu";
+
+// Removes the QEMU logs of guests named `prefix`* whose owner pid is not alive
+// (or, with !only_dead_owners, all of them).
+void RemoveLogs(const std::string& prefix, bool only_dead_owners) {
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator(kQemuLogDir, ignored)) {
+    const std::string name = entry.path().filename().string();
+    if (!absl::StartsWith(name, prefix)) continue;
+    if (only_dead_owners) {
+      absl::string_view rest = absl::StripPrefix(name, kGuestPrefix);
+      int pid = 0;
+      if (!absl::SimpleAtoi(rest.substr(0, rest.find('-')), &pid) || pid <= 0) continue;
+      if (kill(pid, 0) == 0 || errno != ESRCH) continue;  // owner alive
+    }
+    std::filesystem::remove(entry.path(), ignored);
+  }
+}
+
 }  // namespace
 
 std::string TinyGuestXml(const std::string& name) {
@@ -94,6 +115,7 @@ GuestSet::~GuestSet() {
   for (const std::string& p : problems) {
     if (!p.empty()) std::fprintf(stderr, "e2e cleanup: %s\n", p.c_str());
   }
+  RemoveLogs(prefix_, /*only_dead_owners=*/false);
 }
 
 absl::StatusOr<std::string> GuestSet::Define(const std::string& tag) {
@@ -152,6 +174,7 @@ std::string GuestSet::SweepLeftovers(virConnectPtr conn) {
     absl::StrAppend(&removed, name, problems.empty() ? "" : absl::StrCat(" (", problems, ")"),
                     " ");
   }
+  RemoveLogs(kGuestPrefix, /*only_dead_owners=*/true);
   return removed;
 }
 

@@ -6,7 +6,8 @@
 // libvirtd destroys them even if the test dies without cleaning up; the
 // destructor destroys (after SIGCONT, in case a test stopped the QEMU
 // process) and undefines every domain with the set's prefix, whatever
-// happened. SweepLeftovers() removes the definitions a crashed earlier run
+// happened, and removes their QEMU logs (/var/log/libvirt/qemu/<name>.log).
+// SweepLeftovers() removes the definitions and logs a crashed earlier run
 // left (guests of a pid that no longer exists).
 //
 // Thread-safe for concurrent operations on different connections (libvirt
