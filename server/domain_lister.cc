@@ -211,7 +211,16 @@ std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::st
   d.set_id(DomainId(dom));
 
   std::optional<DomainFacts> facts;
-  if (!refresh_facts) facts = cache_->Lookup(uuid, d.name(), d.id());
+  // Bulk stats that carry vCPUs and both memory figures (QEMU's do) leave
+  // nothing for the facts to add to a listing: no per-domain round trips.
+  const bool stats_complete = stats != nullptr && stats->has_state && stats->vcpu_current &&
+                              stats->balloon_current_kib && stats->balloon_maximum_kib;
+  if (!refresh_facts && stats_complete) {
+    facts = DomainFacts{};
+    facts->state = stats->state;
+  } else if (!refresh_facts) {
+    facts = cache_->Lookup(uuid, d.name(), d.id());
+  }
   if (!facts && busy_.IsBusy(uuid)) {
     // A call on it is stuck: do not queue another behind it.
     facts = cache_->LastKnown(uuid);
@@ -258,7 +267,11 @@ std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::st
     if (stats->vcpu_current) d.set_vcpus(*stats->vcpu_current);
     if (stats->balloon_current_kib) d.set_memory_kib(*stats->balloon_current_kib);
     if (stats->balloon_maximum_kib) d.set_max_memory_kib(*stats->balloon_maximum_kib);
-    if (stats->cpu_time_ns) d.set_cpu_time_ns(*stats->cpu_time_ns);
+    // Only a running domain has used CPU time of its own: for an inactive
+    // one, QEMU's driver reports libvirtd's own CPU time.
+    const bool active = state != VIR_DOMAIN_SHUTOFF && state != VIR_DOMAIN_CRASHED &&
+                        state != VIR_DOMAIN_NOSTATE && d.id() != 0;
+    if (stats->cpu_time_ns && active) d.set_cpu_time_ns(*stats->cpu_time_ns);
   }
   return d;
 }

@@ -48,6 +48,7 @@ DomainView::Shown DomainView::FromDomain(const v1::Domain& d) {
   // bulk stats read just after it, and a domain may change in between.
   s.active = IsActiveState(d.state());
   s.paused = d.state() == v1::DOMAIN_STATE_PAUSED;
+  s.shutting_down = d.state() == v1::DOMAIN_STATE_SHUTDOWN;
   s.persistent = d.persistent();
   s.id = s.active ? d.id() : 0;
   return s;
@@ -59,55 +60,67 @@ bool DomainView::IsNew(const v1::LifecycleEvent& e) {
   auto it = domains_.find(e.domain_uuid());
   const bool shown = it != domains_.end();
   Shown s = shown ? it->second : Shown{};
-  s.name = e.domain_name();
+  // While a run with id N is shown, an event carrying another id belongs to
+  // an earlier run (a later one would have needed N's STOPPED first).
+  const bool other_run =
+      shown && s.active && s.id != 0 && e.domain_id() != 0 && e.domain_id() != s.id;
   bool is_new = true;
   switch (e.type()) {
     case v1::LIFECYCLE_EVENT_TYPE_DEFINED:
       // "added" creates a persistent definition; one already shown was seen.
-      if (e.detail() == "added" && shown && s.persistent) is_new = false;
+      is_new = !(e.detail() == "added" && shown && s.persistent);
       s.persistent = true;
       break;
     case v1::LIFECYCLE_EVENT_TYPE_UNDEFINED:
-      if (!shown || !s.persistent) is_new = false;
+      is_new = shown && s.persistent;
       s.persistent = false;
       break;
     case v1::LIFECYCLE_EVENT_TYPE_STARTED:
       // A start needs an inactive domain: the stream would have shown the
       // stop before it, so a start of a domain shown active was shown.
-      if (shown && s.active) is_new = false;
+      is_new = !(shown && s.active);
       s.active = true;
       s.paused = false;
+      s.shutting_down = false;
       s.id = e.domain_id();
       break;
     case v1::LIFECYCLE_EVENT_TYPE_SUSPENDED:
-      if (shown && s.paused) is_new = false;
+      // Only a running domain of the shown run can be paused; one shown
+      // inactive or shutting down was paused in a run that already ended.
+      is_new = !(shown && (!s.active || s.paused || s.shutting_down || other_run));
       s.paused = true;
       break;
     case v1::LIFECYCLE_EVENT_TYPE_RESUMED:
-      if (shown && s.active && !s.paused) is_new = false;
+      // QEMU resumes a domain it is starting before STARTED: a RESUMED of a
+      // domain shown inactive may be a new run, so it passes.
+      is_new = !(shown && s.active && (!s.paused || s.shutting_down || other_run));
       s.paused = false;
       break;
+    case v1::LIFECYCLE_EVENT_TYPE_SHUTDOWN:
+      is_new = !(shown && (!s.active || s.shutting_down || other_run));
+      s.shutting_down = true;
+      break;
     case v1::LIFECYCLE_EVENT_TYPE_STOPPED:
-      if (!shown || !s.active) {
-        is_new = false;
-      } else if (s.id != 0 && e.domain_id() != 0 && s.id != e.domain_id()) {
-        // The stop of an earlier run; the one shown is a later start.
-        return false;
-      }
+      // The stop of a run not shown active, or of an earlier run.
+      is_new = shown && s.active && !other_run;
       s.active = false;
       s.paused = false;
+      s.shutting_down = false;
       s.id = 0;
       break;
     default:
-      break;  // SHUTDOWN, PMSUSPENDED, CRASHED: informational, never dropped
+      break;  // PMSUSPENDED, CRASHED: informational, never dropped
   }
+  // An event the view already reflects changes nothing in it.
+  if (!is_new) return false;
   // A transient domain vanishes when it stops or is undefined while off.
   if (!s.persistent && !s.active && e.type() != v1::LIFECYCLE_EVENT_TYPE_DEFINED) {
     domains_.erase(e.domain_uuid());
   } else {
+    s.name = e.domain_name();
     domains_[e.domain_uuid()] = std::move(s);
   }
-  return is_new;
+  return true;
 }
 
 std::vector<v1::LifecycleEvent> DomainView::CatchUp(const std::vector<v1::Domain>& listed) {

@@ -29,8 +29,9 @@ class DomainView {
 
   // False if `event` cannot have happened after what the view shows, i.e. it
   // was already reflected in it (a STARTED for a domain shown active, a
-  // STOPPED for one shown inactive or of an earlier run, ...). Updates the
-  // view either way.
+  // STOPPED for one shown inactive or of an earlier run, a SUSPENDED of a
+  // run that already ended, ...); the view is then left as it is. True
+  // otherwise, and the view is updated.
   bool IsNew(const v1::LifecycleEvent& event);
 
   // The events (synthetic = true) that take the view to `listed`, the full
@@ -47,8 +48,9 @@ class DomainView {
     std::string name;
     bool active = false;
     bool paused = false;
-    bool persistent = false;
+    bool shutting_down = false;  // SHUTDOWN seen (or shown): the run is ending
     uint32_t id = 0;
+    bool persistent = false;
   };
   static Shown FromDomain(const v1::Domain& d);
 

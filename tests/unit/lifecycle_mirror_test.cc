@@ -104,6 +104,38 @@ TEST(DomainViewTest, IsNewDropsWhatTheViewAlreadyShows) {
   EXPECT_TRUE(view.IsNew(Ev("a", v1::LIFECYCLE_EVENT_TYPE_DEFINED, 0, "updated")));
 }
 
+// QEMU's extra states, and snapshots read while a run was ending: events
+// of a run the snapshot already reflects are dropped, and dropping one
+// leaves the view as it was.
+TEST(DomainViewTest, EventsOfARunTheSnapshotReflectsAreDropped) {
+  DomainView view;
+  // Shown paused: the run's own STARTED is old and must not unpause it.
+  view.Add(Dom("p", v1::DOMAIN_STATE_PAUSED, true, 7));
+  EXPECT_FALSE(view.IsNew(Ev("p", v1::LIFECYCLE_EVENT_TYPE_STARTED, 7)));
+  EXPECT_FALSE(view.IsNew(Ev("p", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 7, "paused")));
+  EXPECT_TRUE(view.IsNew(Ev("p", v1::LIFECYCLE_EVENT_TYPE_RESUMED, 7, "unpaused")));
+
+  // Shown shutting down (read mid-destroy): the run's pause and resume are old.
+  view.Add(Dom("s", v1::DOMAIN_STATE_SHUTDOWN, true, 8));
+  EXPECT_FALSE(view.IsNew(Ev("s", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 8, "paused")));
+  EXPECT_FALSE(view.IsNew(Ev("s", v1::LIFECYCLE_EVENT_TYPE_RESUMED, 8, "unpaused")));
+  EXPECT_FALSE(view.IsNew(Ev("s", v1::LIFECYCLE_EVENT_TYPE_SHUTDOWN, 8, "host")));
+  EXPECT_TRUE(view.IsNew(Ev("s", v1::LIFECYCLE_EVENT_TYPE_STOPPED, 8, "destroyed")));
+
+  // Shown shut off (read after the run ended): its pause, shutdown and stop
+  // are old; a new run's RESUMED (QEMU sends it before STARTED) and STARTED
+  // are not.
+  view.Add(Dom("o", v1::DOMAIN_STATE_SHUTOFF));
+  EXPECT_FALSE(view.IsNew(Ev("o", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 9, "paused")));
+  EXPECT_FALSE(view.IsNew(Ev("o", v1::LIFECYCLE_EVENT_TYPE_SHUTDOWN, 9, "host")));
+  EXPECT_FALSE(view.IsNew(Ev("o", v1::LIFECYCLE_EVENT_TYPE_STOPPED, 9, "destroyed")));
+  EXPECT_TRUE(view.IsNew(Ev("o", v1::LIFECYCLE_EVENT_TYPE_RESUMED, 10, "unpaused")));
+  EXPECT_TRUE(view.IsNew(Ev("o", v1::LIFECYCLE_EVENT_TYPE_STARTED, 10)));
+  // ... and while run 10 is shown, run 9's leftovers are old.
+  EXPECT_FALSE(view.IsNew(Ev("o", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 9, "paused")));
+  EXPECT_TRUE(view.IsNew(Ev("o", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 10, "paused")));
+}
+
 class LifecycleMirrorTest : public ::testing::Test {
  protected:
   LifecycleMirrorTest()
