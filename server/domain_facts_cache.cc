@@ -25,6 +25,11 @@ std::optional<DomainFacts> DomainFactsCache::LastKnown(const std::string& uuid) 
   return it->second;
 }
 
+void DomainFactsCache::Remember(const std::string& uuid, const DomainFacts& facts) {
+  absl::MutexLock lock(&mu_);
+  entries_[uuid] = facts;
+}
+
 absl::StatusOr<DomainFacts> DomainFactsCache::Fetch(virDomainPtr dom, const std::string& uuid) {
   DomainFacts facts;
   facts.name = DomainName(dom);

@@ -53,6 +53,10 @@ class DomainFactsCache {
   // stores them. Errors are libvirt's, mapped (NOT_FOUND when it vanished).
   absl::StatusOr<DomainFacts> Fetch(virDomainPtr dom, const std::string& uuid);
 
+  // Keeps what a listing read without asking (from complete bulk stats) as
+  // the domain's last known facts, should it become unreadable later.
+  void Remember(const std::string& uuid, const DomainFacts& facts);
+
   void Invalidate(const std::string& uuid);
   // Drops every entry whose UUID is not in `uuids`.
   void Retain(const std::vector<std::string>& uuids);

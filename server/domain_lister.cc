@@ -3,6 +3,7 @@
 #include <libvirt/virterror.h>
 
 #include <algorithm>
+#include <thread>
 #include <cstring>
 #include <optional>
 #include <tuple>
@@ -165,7 +166,7 @@ void ParseRecord(const virDomainStatsRecord& rec, std::string* uuid, int* state,
 }  // namespace
 
 absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
-    const std::vector<virDomainPtr>& doms) {
+    const std::vector<virDomainPtr>& doms, std::atomic<bool>* nowait) {
   std::vector<Stats> out;
   if (doms.empty()) return out;
   std::vector<virDomainPtr> list = doms;
@@ -174,7 +175,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
                                    VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU;
   virDomainStatsRecordPtr* records = nullptr;
   int n = -1;
-  if (nowait_supported_.load(std::memory_order_relaxed)) {
+  if (nowait->load(std::memory_order_relaxed)) {
     n = virDomainListGetStats(list.data(), kGroups, &records,
                               VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
     if (n < 0) {
@@ -185,7 +186,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
         return s;
       }
       LogInfo("driver rejects NOWAIT bulk stats; listing without it (", s.message(), ")");
-      nowait_supported_.store(false);
+      nowait->store(false);
     }
   }
   if (n < 0) {
@@ -200,6 +201,82 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
                 &s.balloon_current_kib, &s.balloon_maximum_kib, &s.vcpu_current);
   }
   return out;
+}
+
+absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoidingStuck(
+    const std::vector<virDomainPtr>& doms, absl::Time deadline,
+    absl::flat_hash_set<std::string>* stuck) {
+  if (doms.empty()) return std::vector<Stats>{};
+  // Shared with the thread making the call, which may outlive this listing
+  // (and the lister): it holds its own domain references.
+  struct Pending {
+    std::shared_ptr<BusyDomains> busy;  // outlives `calls` (declared first)
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::StatusOr<std::vector<Stats>> result ABSL_GUARDED_BY(mu);
+    // The domains found stuck: busy until the call returns.
+    std::vector<BusyDomains::Call> calls ABSL_GUARDED_BY(mu);
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->busy = busy_;
+  std::vector<virDomainPtr> refs = doms;
+  for (virDomainPtr d : refs) virDomainRef(d);  // each also holds its connection
+  std::thread([pending, refs, nowait = nowait_supported_] {
+    absl::StatusOr<std::vector<Stats>> result = BulkStats(refs, nowait.get());
+    for (virDomainPtr d : refs) virDomainFree(d);
+    std::vector<BusyDomains::Call> release;  // no longer busy, after the lock
+    absl::MutexLock lock(&pending->mu);
+    pending->result = std::move(result);
+    pending->done = true;
+    release.swap(pending->calls);
+  }).detach();
+
+  // A healthy host answers within about 3 ms per running QEMU guest.
+  const absl::Time now = absl::Now();
+  absl::Duration budget = std::max(absl::Milliseconds(500),
+                                  absl::Milliseconds(10) * static_cast<int64_t>(doms.size()));
+  if (deadline != absl::InfiniteFuture()) budget = std::min(budget, (deadline - now) / 2);
+  {
+    absl::MutexLock lock(&pending->mu);
+    if (pending->mu.AwaitWithDeadline(absl::Condition(&pending->done), now + budget)) {
+      return std::move(pending->result);
+    }
+  }
+  // Not back: is a domain's monitor stuck, or is libvirt just slow?
+  const int64_t occupied_ms =
+      std::min<int64_t>(500, absl::ToInt64Milliseconds(budget) / 2);
+  std::vector<virDomainPtr> others;
+  std::vector<std::string> found;
+  for (virDomainPtr d : doms) {
+    virDomainControlInfo info;
+    if (virDomainGetControlInfo(d, &info, 0) < 0) {
+      virResetLastError();
+      others.push_back(d);
+    } else if (info.state == VIR_DOMAIN_CONTROL_OCCUPIED &&
+               static_cast<int64_t>(info.stateTime) >= occupied_ms) {
+      found.push_back(DomainUuid(d));
+      LogWarning("domain ", DomainName(d), ": its QEMU has not answered for ",
+                 info.stateTime, " ms; reported stale until it does");
+    } else {
+      others.push_back(d);
+    }
+  }
+  {
+    absl::MutexLock lock(&pending->mu);
+    if (pending->done) return std::move(pending->result);  // came back meanwhile
+    if (found.empty()) {
+      // Just slow: wait for it, as long as the caller does.
+      if (pending->mu.AwaitWithDeadline(absl::Condition(&pending->done), deadline)) {
+        return std::move(pending->result);
+      }
+      return absl::DeadlineExceededError("libvirt did not return domain stats by the deadline");
+    }
+    for (const std::string& uuid : found) {
+      pending->calls.push_back(busy_->Begin(uuid, absl::InfinitePast()));
+      stuck->insert(uuid);
+    }
+  }
+  return BulkStats(others, nowait_supported_.get());
 }
 
 std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::string& uuid,
@@ -217,18 +294,25 @@ std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::st
                               stats->balloon_current_kib && stats->balloon_maximum_kib;
   if (!refresh_facts && stats_complete) {
     facts = DomainFacts{};
+    facts->name = d.name();
+    facts->id = d.id();
     facts->state = stats->state;
+    facts->vcpus = *stats->vcpu_current;
+    facts->memory_kib = *stats->balloon_current_kib;
+    facts->max_memory_kib = *stats->balloon_maximum_kib;
+    facts->fetched = absl::Now();
+    cache_->Remember(uuid, *facts);  // what a stale report falls back on
   } else if (!refresh_facts) {
     facts = cache_->Lookup(uuid, d.name(), d.id());
   }
-  if (!facts && busy_.IsBusy(uuid)) {
+  if (!facts && busy_->IsBusy(uuid)) {
     // A call on it is stuck: do not queue another behind it.
     facts = cache_->LastKnown(uuid);
     d.set_stale(true);
   } else if (!facts) {
     absl::StatusOr<DomainFacts> fetched;
     {
-      BusyDomains::Call call = busy_.Begin(uuid, deadline);
+      BusyDomains::Call call = busy_->Begin(uuid, deadline);
       fetched = cache_->Fetch(dom, uuid);
     }
     if (fetched.ok()) {
@@ -377,13 +461,13 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
     std::vector<virDomainPtr> chunk;
     absl::flat_hash_set<std::string> busy;
     for (size_t i = next; i < end; ++i) {
-      if (busy_.IsBusy(entries[i].uuid)) {
+      if (busy_->IsBusy(entries[i].uuid)) {
         busy.insert(entries[i].uuid);  // stale, from what is known
       } else {
         chunk.push_back(entries[i].dom);
       }
     }
-    absl::StatusOr<std::vector<Stats>> stats = BulkStats(chunk);
+    absl::StatusOr<std::vector<Stats>> stats = BulkStatsAvoidingStuck(chunk, deadline, &busy);
     if (!stats.ok()) return stats.status();
     absl::flat_hash_map<std::string, const Stats*> by_uuid;
     for (const Stats& s : *stats) by_uuid[s.uuid] = &s;
@@ -424,18 +508,24 @@ absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
     if (!dom) return LastLibvirtError(absl::StrCat("domain \"", request.name(), "\""));
   }
   const std::string uuid = DomainUuid(dom.get());
-  if (busy_.IsBusy(uuid)) {
+  if (busy_->IsBusy(uuid)) {
     // A call on it is stuck: answer from what is known, at once.
     std::optional<v1::Domain> d = Describe(dom.get(), uuid, nullptr, false, deadline);
     if (!d) return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined"));
     return *d;
   }
   absl::StatusOr<std::vector<Stats>> stats;
+  absl::flat_hash_set<std::string> stuck;
   {
-    BusyDomains::Call call = busy_.Begin(uuid, deadline);
-    stats = BulkStats({dom.get()});
+    BusyDomains::Call call = busy_->Begin(uuid, deadline);
+    stats = BulkStatsAvoidingStuck({dom.get()}, deadline, &stuck);
   }
   if (!stats.ok()) return stats.status();
+  if (stuck.contains(uuid)) {
+    std::optional<v1::Domain> d = Describe(dom.get(), uuid, nullptr, false, deadline);
+    if (!d) return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined"));
+    return *d;
+  }
   const Stats* mine = nullptr;
   for (const Stats& s : *stats) {
     if (s.uuid == uuid) mine = &s;

@@ -23,6 +23,7 @@
 #include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/busy_domains.h"
@@ -64,7 +65,7 @@ class DomainLister {
       virConnectPtr conn, absl::Time deadline = absl::InfiniteFuture());
 
   // Domains with a call stuck on them now (reported stale, not waited for).
-  const BusyDomains& busy() const { return busy_; }
+  const BusyDomains& busy() const { return *busy_; }
 
   // Validation that needs no libvirt (so bad requests fail before queueing).
   static absl::Status ValidateListRequest(const v1::ListDomainsRequest& request);
@@ -72,8 +73,19 @@ class DomainLister {
 
  private:
   struct Stats;
-  // Bulk stats for `doms` keyed by UUID; NOWAIT when the driver accepts it.
-  absl::StatusOr<std::vector<Stats>> BulkStats(const std::vector<virDomainPtr>& doms);
+  // Bulk stats for `doms`; NOWAIT when the driver accepts it (`nowait`
+  // turns false once it refuses).
+  static absl::StatusOr<std::vector<Stats>> BulkStats(const std::vector<virDomainPtr>& doms,
+                                                      std::atomic<bool>* nowait);
+  // BulkStats, but not held up by a domain whose QEMU does not answer: the
+  // call runs on a thread of its own; if it is not back within a budget,
+  // virDomainGetControlInfo (no job, no monitor) finds the domains whose
+  // monitor has been occupied that long, they are marked busy until the
+  // stuck call returns and added to `stuck`, and the stats of the others
+  // are read again without them.
+  absl::StatusOr<std::vector<Stats>> BulkStatsAvoidingStuck(
+      const std::vector<virDomainPtr>& doms, absl::Time deadline,
+      absl::flat_hash_set<std::string>* stuck);
   // Builds the Domain for one listed domain; nullopt if it vanished meanwhile.
   std::optional<v1::Domain> Describe(virDomainPtr dom, const std::string& uuid,
                                      const Stats* stats, bool refresh_facts,
@@ -81,8 +93,10 @@ class DomainLister {
 
   const Options options_;
   const std::shared_ptr<DomainFactsCache> cache_;
-  std::atomic<bool> nowait_supported_{true};
-  BusyDomains busy_;
+  // Shared with bulk calls left running on their own threads.
+  const std::shared_ptr<std::atomic<bool>> nowait_supported_ =
+      std::make_shared<std::atomic<bool>>(true);
+  const std::shared_ptr<BusyDomains> busy_ = std::make_shared<BusyDomains>();
 };
 
 }  // namespace virtgate
