@@ -163,7 +163,10 @@ class ConnectionPool::Core {
 
   // Opens the connections that are due, one by one; stops early on Stop().
   void OpenDue() {
-    for (int slot = 0; slot < options_.size; ++slot) {  // slots_ never resizes
+    // Slot 0 last: its event setup lists every domain, and the other slots
+    // can serve calls meanwhile. (slots_ never resizes.)
+    for (int i = 1; i <= options_.size; ++i) {
+      const int slot = i % options_.size;
       {
         absl::MutexLock lock(&mu_);
         if (stopping_) return;
@@ -336,6 +339,9 @@ class ConnectionPool::Core {
     {
       absl::MutexLock lock(&mu_);
       *generation = ++slots_[slot].generation;
+      // A close seen for an earlier attempt (say, during a failed resync)
+      // must not mark this new connection broken.
+      slots_[slot].broken = false;
     }
     const unsigned int flags = options_.read_only ? VIR_CONNECT_RO : 0;
     ConnectHandle conn(virConnectOpenAuth(options_.uri.c_str(), virConnectAuthPtrDefault, flags));

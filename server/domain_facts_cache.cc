@@ -27,7 +27,12 @@ std::optional<DomainFacts> DomainFactsCache::LastKnown(const std::string& uuid) 
 
 void DomainFactsCache::Remember(const std::string& uuid, const DomainFacts& facts) {
   absl::MutexLock lock(&mu_);
-  entries_[uuid] = facts;
+  DomainFacts& entry = entries_[uuid];
+  // Bulk stats do not say these; keep what a fetch found.
+  const bool persistent = entry.persistent, autostart = entry.autostart;
+  entry = facts;
+  entry.persistent = persistent;
+  entry.autostart = autostart;
 }
 
 absl::StatusOr<DomainFacts> DomainFactsCache::Fetch(virDomainPtr dom, const std::string& uuid) {

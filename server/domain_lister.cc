@@ -207,6 +207,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
     const std::vector<virDomainPtr>& doms, absl::Time deadline,
     absl::flat_hash_set<std::string>* stuck) {
   if (doms.empty()) return std::vector<Stats>{};
+  if (absl::Now() >= deadline) return absl::DeadlineExceededError("deadline exceeded");
   // Shared with the thread making the call, which may outlive this listing
   // (and the lister): it holds its own domain references.
   struct Pending {
@@ -269,6 +270,11 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
       if (pending->mu.AwaitWithDeadline(absl::Condition(&pending->done), deadline)) {
         return std::move(pending->result);
       }
+      // Still stuck, cause unknown: every domain it reads is busy until it
+      // returns, so retries report them stale instead of stacking up calls.
+      for (virDomainPtr d : doms) {
+        pending->calls.push_back(busy_->Begin(DomainUuid(d), absl::InfinitePast()));
+      }
       return absl::DeadlineExceededError("libvirt did not return domain stats by the deadline");
     }
     for (const std::string& uuid : found) {
@@ -281,7 +287,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
 
 std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::string& uuid,
                                                  const Stats* stats, bool refresh_facts,
-                                                 absl::Time deadline) {
+                                                 absl::Time deadline, bool need_facts) {
   v1::Domain d;
   d.set_uuid(uuid);
   d.set_name(DomainName(dom));
@@ -305,7 +311,9 @@ std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::st
   } else if (!refresh_facts) {
     facts = cache_->Lookup(uuid, d.name(), d.id());
   }
-  if (!facts && busy_->IsBusy(uuid)) {
+  if (!facts && !need_facts && stats != nullptr && stats->has_state) {
+    // States only (a resync): the bulk stats said enough.
+  } else if (!facts && busy_->IsBusy(uuid)) {
     // A call on it is stuck: do not queue another behind it.
     facts = cache_->LastKnown(uuid);
     d.set_stale(true);
@@ -393,7 +401,7 @@ absl::Status DomainLister::ValidateGetRequest(const v1::GetDomainRequest& reques
 
 absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
                                                            const v1::ListDomainsRequest& request,
-                                                           absl::Time deadline) {
+                                                           absl::Time deadline, bool need_facts) {
   if (absl::Status s = ValidateListRequest(request); !s.ok()) return s;
   std::optional<PageCursor> cursor;
   if (!request.page_token().empty()) cursor = *DecodePageToken(request.page_token());
@@ -477,7 +485,7 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
       if (it == by_uuid.end() && !is_busy) continue;  // undefined between the two calls
       std::optional<v1::Domain> d =
           Describe(entries[i].dom, entries[i].uuid, is_busy ? nullptr : it->second,
-                   /*refresh_facts=*/false, deadline);
+                   /*refresh_facts=*/false, deadline, need_facts);
       if (!d) continue;
       if (!wanted_states.empty() && !wanted_states.contains(d->state())) continue;
       d->set_persistent(pinned_persistent.value_or(!transient.contains(d->uuid())));
@@ -540,12 +548,13 @@ absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
 }
 
 absl::StatusOr<std::vector<v1::Domain>> DomainLister::ListEverything(virConnectPtr conn,
-                                                                     absl::Time deadline) {
+                                                                     absl::Time deadline,
+                                                                     bool need_facts) {
   std::vector<v1::Domain> all;
   v1::ListDomainsRequest req;
   req.set_page_size(options_.max_page_size);
   for (;;) {
-    absl::StatusOr<v1::ListDomainsResponse> page = List(conn, req, deadline);
+    absl::StatusOr<v1::ListDomainsResponse> page = List(conn, req, deadline, need_facts);
     if (!page.ok()) return page.status();
     for (v1::Domain& d : *page->mutable_domains()) all.push_back(std::move(d));
     if (page->next_page_token().empty()) return all;

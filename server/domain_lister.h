@@ -54,15 +54,18 @@ class DomainLister {
 
   // `deadline` is the caller's: a call about one domain still running past
   // it marks that domain busy (see BusyDomains).
+  // need_facts = false: only what bulk stats and the flagged lists give (no
+  // per-domain calls; vCPUs and memory may be 0), for the resync.
   absl::StatusOr<v1::ListDomainsResponse> List(virConnectPtr conn,
                                                const v1::ListDomainsRequest& request,
-                                               absl::Time deadline = absl::InfiniteFuture());
+                                               absl::Time deadline = absl::InfiniteFuture(),
+                                               bool need_facts = true);
   absl::StatusOr<v1::Domain> Get(virConnectPtr conn, const v1::GetDomainRequest& request,
                                  absl::Time deadline = absl::InfiniteFuture());
   // Every domain, all pages in one go (one view, for a watch's initial
   // state or a resync after reconnecting).
   absl::StatusOr<std::vector<v1::Domain>> ListEverything(
-      virConnectPtr conn, absl::Time deadline = absl::InfiniteFuture());
+      virConnectPtr conn, absl::Time deadline = absl::InfiniteFuture(), bool need_facts = true);
 
   // Domains with a call stuck on them now (reported stale, not waited for).
   const BusyDomains& busy() const { return *busy_; }
@@ -89,7 +92,7 @@ class DomainLister {
   // Builds the Domain for one listed domain; nullopt if it vanished meanwhile.
   std::optional<v1::Domain> Describe(virDomainPtr dom, const std::string& uuid,
                                      const Stats* stats, bool refresh_facts,
-                                     absl::Time deadline);
+                                     absl::Time deadline, bool need_facts = true);
 
   const Options options_;
   const std::shared_ptr<DomainFactsCache> cache_;

@@ -149,9 +149,13 @@ std::vector<v1::LifecycleEvent> DomainView::CatchUp(const std::vector<v1::Domain
       domains_.erase(shown_it);
       continue;
     }
-    const Shown is = FromDomain(*now_it->second);
-    const Shown was = shown_it != domains_.end() ? shown_it->second : Shown{};
     const bool known = shown_it != domains_.end();
+    if (known && now_it->second->stale() &&
+        now_it->second->state() == v1::DOMAIN_STATE_NOSTATE) {
+      continue;  // unreadable now (busy): keep what was shown
+    }
+    const Shown is = FromDomain(*now_it->second);
+    const Shown was = known ? shown_it->second : Shown{};
     if (!was.persistent && is.persistent) {
       out.push_back(Synthetic(uuid, is.name, is.id, VIR_DOMAIN_EVENT_DEFINED));
     } else if (known && was.persistent && is.persistent && was.name != is.name) {

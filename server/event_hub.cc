@@ -33,6 +33,16 @@ std::vector<EventHub::Message> EventHub::Subscriber::Drain(size_t max) {
   return out;
 }
 
+std::vector<EventHub::Message> EventHub::Subscriber::DrainThrough(uint64_t sequence) {
+  std::vector<Message> out;
+  absl::MutexLock lock(&mu_);
+  while (!queue_.empty() && queue_.front()->sequence() <= sequence) {
+    out.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return out;
+}
+
 bool EventHub::Subscriber::overflowed() const {
   absl::MutexLock lock(&mu_);
   return overflowed_;

@@ -62,6 +62,9 @@ class EventHub {
    public:
     // Moves out up to `max` queued messages, oldest first.
     std::vector<Message> Drain(size_t max);
+    // Moves out the queued messages with sequence <= `sequence` at the head
+    // of the queue (the outstanding LOST a new watcher starts with).
+    std::vector<Message> DrainThrough(uint64_t sequence);
     // True once a message was dropped because the queue was full. What is
     // still queued may be drained; nothing more arrives.
     bool overflowed() const;

@@ -129,7 +129,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
       LogWarning("this libvirt driver has no lifecycle events; watches will see none: ",
                  s.message());
     }
-    absl::StatusOr<std::vector<v1::Domain>> listed = lister->ListEverything(conn);
+    // States only: no per-domain calls, however many domains there are.
+    absl::StatusOr<std::vector<v1::Domain>> listed =
+        lister->ListEverything(conn, absl::InfiniteFuture(), /*need_facts=*/false);
     absl::Status status = listed.status();
     mirror->FinishResync(std::move(listed));
     if (!status.ok()) events.Deregister(conn);  // the pool closes it

@@ -48,6 +48,11 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
         return;
       }
       if (shared->finished()) return;  // the client already gave up
+      if (absl::Now() >= deadline) {
+        // Expired while queued: do not start a libvirt call nobody awaits.
+        shared->Finish(absl::DeadlineExceededError("deadline exceeded"));
+        return;
+      }
       shared->Finish(work(deadline));
     }, deadline);
     if (!queued.ok()) shared->Finish(queued);

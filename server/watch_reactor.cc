@@ -139,7 +139,7 @@ void WatchReactor::StartInitialListing(const WatchDeps& deps, const WatchFilter&
                    !lease.ok()) {
           result = lease.status();
         } else {
-          result = lister->ListEverything(lease->get());
+          result = lister->ListEverything(lease->get(), deadline);
           if (result.ok()) {
             std::vector<v1::Domain> matching;
             for (v1::Domain& d : *result) {
@@ -185,6 +185,10 @@ void WatchReactor::OnInitialListing(absl::StatusOr<std::vector<v1::Domain>> list
   }
   // Events up to the subscription point are certainly reflected.
   const uint64_t reflected = last_sent_;
+  // An outstanding LOST (events are not flowing) goes first, in order.
+  for (EventHub::Message& m : subscriber_->DrainThrough(reflected)) {
+    ready_.push_back(std::move(m));
+  }
   view_.emplace();  // a DomainView of what this watch was shown
   // Nothing was drained while listing, so ready_ is empty: these go first.
   for (v1::Domain& d : *listed) {
