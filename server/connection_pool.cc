@@ -31,6 +31,7 @@ class ConnectionPool::Core {
     ConnectHandle conn;         // null while closed
     int in_flight = 0;          // leases out on the current connection
     bool broken = false;        // seen dead; the maintenance thread replaces it
+    bool retired = false;       // broken by Retire(): a call on it is stuck
     absl::Time next_attempt = absl::InfinitePast();
     absl::Duration backoff = absl::ZeroDuration();
     // Bumps whenever the slot's connection is dropped or opened, so releases
@@ -66,7 +67,12 @@ class ConnectionPool::Core {
         if (!s.conn || s.broken) continue;
         ++live;
         if (s.in_flight >= options_.max_calls_per_connection) continue;
-        if (best < 0 || s.in_flight < slots_[best].in_flight) best = i;
+        // Least loaded; on a tie, not the event connection (slot 0): a call
+        // stuck there cannot be moved off it (see Retire).
+        if (best < 0 || s.in_flight < slots_[best].in_flight ||
+            (s.in_flight == slots_[best].in_flight && best == 0)) {
+          best = i;
+        }
       }
       if (best >= 0) {
         Slot& s = slots_[best];
@@ -121,6 +127,20 @@ class ConnectionPool::Core {
     wake_ = true;
   }
 
+  bool Retire(virConnectPtr conn) {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 1; i < slots_.size(); ++i) {
+      Slot& s = slots_[i];
+      if (s.conn && s.conn.get() == conn && !s.broken) {
+        s.broken = true;
+        s.retired = true;
+        wake_ = true;
+        return true;
+      }
+    }
+    return false;
+  }
+
   absl::Status UnavailableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return absl::UnavailableError(absl::StrCat(
         "hypervisor unavailable: ", last_error_.empty() ? options_.uri : last_error_));
@@ -129,7 +149,12 @@ class ConnectionPool::Core {
   // Closes connections seen dead. Their RPCs fail at once (the client side
   // is already closed), so this does not block on a stalled daemon.
   void DropBroken() {
-    std::vector<std::pair<int, ConnectHandle>> to_close;
+    struct Closing {
+      int slot;
+      ConnectHandle conn;
+      bool retired;
+    };
+    std::vector<Closing> to_close;
     {
       absl::MutexLock lock(&mu_);
       const absl::Time now = absl::Now();
@@ -140,15 +165,24 @@ class ConnectionPool::Core {
           last_error_ = absl::StrCat(options_.uri, ": connection is no longer alive");
         }
         if (s.conn && s.broken) {
-          to_close.emplace_back(i, std::move(s.conn));
+          to_close.push_back({i, std::move(s.conn), s.retired});
           s.broken = false;
+          s.retired = false;
           s.in_flight = 0;  // leases still out belong to the old generation
           ++s.generation;
           s.next_attempt = now;  // first reconnect attempt is immediate
         }
       }
     }
-    for (auto& [slot, conn] : to_close) {
+    for (auto& [slot, conn, retired] : to_close) {
+      if (retired) {
+        // Unregistering would wait behind the stuck call; the callback, if
+        // it fires later, is for an old generation and ignored.
+        LogWarning("libvirt connection ", slot, " to ", options_.uri,
+                   " retired: a call on it is stuck; opening a replacement");
+        conn.reset();
+        continue;
+      }
       LogWarning("libvirt connection ", slot, " to ", options_.uri, " lost; reopening");
       UnregisterClose(conn.get());
       if (slot == 0 && options_.on_event_connection_closing) {
@@ -483,6 +517,8 @@ void ConnectionPool::SetAvailabilityListener(std::function<void(bool up)> listen
 }
 
 ConnectionPool::Snapshot ConnectionPool::GetSnapshot() const { return core_->GetSnapshot(); }
+
+bool ConnectionPool::Retire(virConnectPtr conn) { return core_->Retire(conn); }
 
 void ConnectionPool::Shutdown(absl::Time deadline) {
   if (!core_->maintenance.joinable()) return;

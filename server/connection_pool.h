@@ -121,6 +121,13 @@ class ConnectionPool {
   // the current value. Keep it short.
   void SetAvailabilityListener(std::function<void(bool up)> listener);
 
+  // A call on `conn` is stuck in libvirt (e.g. on a QEMU that does not
+  // answer), and libvirt's client then serves the connection's other calls
+  // only at its next wakeup: stop leasing it and open a replacement. The
+  // stuck call keeps its own reference. Never the event connection (slot
+  // 0); returns whether it was retired.
+  bool Retire(virConnectPtr conn);
+
   Snapshot GetSnapshot() const;
   const Options& options() const { return options_; }
 

@@ -246,9 +246,31 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
   // Not back: is a domain's monitor stuck, or is libvirt just slow?
   const int64_t occupied_ms =
       std::min<int64_t>(500, absl::ToInt64Milliseconds(budget) / 2);
+  // The connection the stuck call is on answers other calls only at its
+  // next wakeup: look (and read again) on another one, and have the pool
+  // stop handing this one out.
+  std::optional<ConnectionPool::Lease> moved;  // outlives moved_doms
+  std::vector<DomainHandle> moved_doms;
+  std::vector<virDomainPtr> probe = doms;
+  if (hooks_.retire && hooks_.acquire && hooks_.retire(virDomainGetConnect(doms.front()))) {
+    absl::StatusOr<ConnectionPool::Lease> lease = hooks_.acquire(deadline);
+    if (lease.ok()) {
+      moved = std::move(*lease);
+      probe.clear();
+      for (virDomainPtr d : doms) {
+        DomainHandle h(virDomainLookupByUUIDString(moved->get(), DomainUuid(d).c_str()));
+        if (!h) {
+          virResetLastError();  // undefined meanwhile
+          continue;
+        }
+        probe.push_back(h.get());
+        moved_doms.push_back(std::move(h));
+      }
+    }
+  }
   std::vector<virDomainPtr> others;
   std::vector<std::string> found;
-  for (virDomainPtr d : doms) {
+  for (virDomainPtr d : probe) {
     virDomainControlInfo info;
     if (virDomainGetControlInfo(d, &info, 0) < 0) {
       virResetLastError();

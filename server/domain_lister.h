@@ -18,6 +18,7 @@
 #include <libvirt/libvirt.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -27,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/busy_domains.h"
+#include "server/connection_pool.h"
 #include "server/domain_facts_cache.h"
 #include "server/libvirt_handles.h"
 #include "virtgate/v1/hypervisor.pb.h"
@@ -70,6 +72,16 @@ class DomainLister {
   // Domains with a call stuck on them now (reported stale, not waited for).
   const BusyDomains& busy() const { return *busy_; }
 
+  // Lets a listing move off a connection that a stuck bulk call poisons
+  // (libvirt's client then serves its other calls only at its next
+  // wakeup): `retire` stops the pool leasing it (false if it cannot),
+  // `acquire` leases another. Set once, before the lister is used.
+  struct ConnectionHooks {
+    std::function<bool(virConnectPtr)> retire;
+    std::function<absl::StatusOr<ConnectionPool::Lease>(absl::Time deadline)> acquire;
+  };
+  void SetConnectionHooks(ConnectionHooks hooks) { hooks_ = std::move(hooks); }
+
   // Validation that needs no libvirt (so bad requests fail before queueing).
   static absl::Status ValidateListRequest(const v1::ListDomainsRequest& request);
   static absl::Status ValidateGetRequest(const v1::GetDomainRequest& request);
@@ -100,6 +112,7 @@ class DomainLister {
   const std::shared_ptr<std::atomic<bool>> nowait_supported_ =
       std::make_shared<std::atomic<bool>>(true);
   const std::shared_ptr<BusyDomains> busy_ = std::make_shared<BusyDomains>();
+  ConnectionHooks hooks_;
 };
 
 }  // namespace virtgate

@@ -140,12 +140,38 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   pool_options.on_event_connection_closing = [events](virConnectPtr conn) {
     events.Deregister(conn);
   };
+  // The lister may move a listing off a connection a stuck call poisons. The
+  // hooks are set before the pool exists (its maintenance thread lists at
+  // once) and reach it weakly (the pool's own hooks hold the lister).
+  struct PoolRef {
+    absl::Mutex mu;
+    std::weak_ptr<ConnectionPool> pool ABSL_GUARDED_BY(mu);
+    std::shared_ptr<ConnectionPool> Get() {
+      absl::MutexLock lock(&mu);
+      return pool.lock();
+    }
+  };
+  auto pool_ref = std::make_shared<PoolRef>();
+  server->lister_->SetConnectionHooks(
+      {[pool_ref](virConnectPtr conn) {
+         std::shared_ptr<ConnectionPool> p = pool_ref->Get();
+         return p != nullptr && p->Retire(conn);
+       },
+       [pool_ref](absl::Time deadline) -> absl::StatusOr<ConnectionPool::Lease> {
+         std::shared_ptr<ConnectionPool> p = pool_ref->Get();
+         if (p == nullptr) return absl::UnavailableError("hypervisor connections not ready");
+         return p->Acquire(deadline);
+       }});
   pool_options.on_event_connection_lost = [mirror = server->mirror_](const std::string& why) {
     mirror->OnLost(why);
   };
   absl::StatusOr<std::unique_ptr<ConnectionPool>> pool = ConnectionPool::Create(pool_options);
   if (!pool.ok()) return pool.status();
   server->connections_ = *std::move(pool);
+  {
+    absl::MutexLock lock(&pool_ref->mu);
+    pool_ref->pool = server->connections_;
+  }
 
   server->workers_ = std::make_unique<WorkerPool>(
       WorkerPool::Options{options.workers, options.max_queued_calls,
