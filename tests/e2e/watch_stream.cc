@@ -6,52 +6,6 @@
 
 namespace virtgate::e2e {
 
-WatchStream::WatchStream(v1::Hypervisor::Stub* stub, const v1::WatchLifecycleRequest& request)
-    : reader_(stub->WatchLifecycle(&ctx_, request)) {
-  thread_ = std::thread([this] { ReadAll(); });
-}
-
-WatchStream::~WatchStream() {
-  ctx_.TryCancel();
-  if (thread_.joinable()) thread_.join();
-}
-
-void WatchStream::ReadAll() {
-  v1::WatchLifecycleResponse m;
-  while (reader_->Read(&m)) {
-    absl::MutexLock lock(&mu_);
-    messages_.push_back(m);
-  }
-  grpc::Status s = reader_->Finish();
-  absl::MutexLock lock(&mu_);
-  status_ = s;
-  done_ = true;
-}
-
-std::vector<v1::WatchLifecycleResponse> WatchStream::Messages() {
-  absl::MutexLock lock(&mu_);
-  return messages_;
-}
-
-bool WatchStream::WaitForMessage(
-    const std::function<bool(const v1::WatchLifecycleResponse&)>& pred, absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  size_t checked = 0;
-  bool found = false;
-  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (; !found && checked < messages_.size(); ++checked) found = pred(messages_[checked]);
-    return found || done_;
-  };
-  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
-  return found;
-}
-
-std::optional<grpc::Status> WatchStream::Ended() {
-  absl::MutexLock lock(&mu_);
-  if (!done_) return std::nullopt;
-  return status_;
-}
-
 std::string Describe(const v1::WatchLifecycleResponse& m) {
   if (m.has_event()) {
     std::string type = v1::LifecycleEventType_Name(m.event().type());

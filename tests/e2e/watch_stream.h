@@ -1,5 +1,5 @@
-// WatchStream: one WatchLifecycle call read on a thread of its own, every
-// message kept; and DomainView, what a client knows of each domain after
+// The e2e view of a watch: WatchStream (the shared WatchCollector) and
+// DomainView, what a client knows of each domain (as virDomainState) after
 // applying the messages it received.
 #pragma once
 
@@ -16,33 +16,13 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "tests/support/watch_collector.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate::e2e {
 
-class WatchStream {
- public:
-  WatchStream(v1::Hypervisor::Stub* stub, const v1::WatchLifecycleRequest& request);
-  ~WatchStream();  // cancels the call and joins the reader
-
-  std::vector<v1::WatchLifecycleResponse> Messages();
-  // Waits until some message satisfies `pred` (false on timeout or end).
-  bool WaitForMessage(const std::function<bool(const v1::WatchLifecycleResponse&)>& pred,
-                      absl::Duration timeout);
-  // The stream's status if it ended.
-  std::optional<grpc::Status> Ended();
-
- private:
-  void ReadAll();
-
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReader<v1::WatchLifecycleResponse>> reader_;
-  std::thread thread_;
-  absl::Mutex mu_;
-  std::vector<v1::WatchLifecycleResponse> messages_ ABSL_GUARDED_BY(mu_);
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
-};
+// One WatchLifecycle call read on a thread of its own (the shared helper).
+using WatchStream = testing::WatchCollector;
 
 // "vgte2e-1-a STOPPED/destroyed" (events), "vgte2e-1-a INITIAL running",
 // "SYNCED", "CONNECTION ...".
