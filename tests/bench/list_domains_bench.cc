@@ -25,6 +25,7 @@
 
 #include "server/libvirt_handles.h"
 #include "server/server.h"
+#include "tests/bench/latencies.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
@@ -78,24 +79,6 @@ BenchRig* Rig() {
   return rig;
 }
 
-// Times each iteration and reports the distribution, not just the mean.
-class Latencies {
- public:
-  void Add(std::chrono::steady_clock::duration d) {
-    ms_.push_back(std::chrono::duration<double, std::milli>(d).count());
-  }
-  void Report(benchmark::State& state) {
-    if (ms_.empty()) return;
-    std::sort(ms_.begin(), ms_.end());
-    auto at = [&](double q) { return ms_[std::min(ms_.size() - 1, size_t(q * ms_.size()))]; };
-    state.counters["p50_ms"] = at(0.50);
-    state.counters["p99_ms"] = at(0.99);
-    state.counters["domains"] = kDomains + 1;
-  }
-
- private:
-  std::vector<double> ms_;
-};
 
 #define REQUIRE_RIG(state)                 \
   BenchRig* rig = Rig();                   \
@@ -106,7 +89,7 @@ class Latencies {
 
 void BM_LibvirtBulkFloor(benchmark::State& state) {
   REQUIRE_RIG(state);
-  Latencies lat;
+  bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     virDomainPtr* doms = nullptr;
@@ -126,12 +109,13 @@ void BM_LibvirtBulkFloor(benchmark::State& state) {
     if (n != kDomains + 1 || m != n) state.SkipWithError("libvirt listing incomplete");
   }
   lat.Report(state);
+  state.counters["domains"] = kDomains + 1;
 }
 BENCHMARK(BM_LibvirtBulkFloor)->Iterations(300)->Unit(benchmark::kMillisecond);
 
 void BM_LibvirtPerDomainInfo(benchmark::State& state) {
   REQUIRE_RIG(state);
-  Latencies lat;
+  bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     virDomainPtr* doms = nullptr;
@@ -143,13 +127,14 @@ void BM_LibvirtPerDomainInfo(benchmark::State& state) {
     lat.Add(std::chrono::steady_clock::now() - t0);
   }
   lat.Report(state);
+  state.counters["domains"] = kDomains + 1;
 }
 BENCHMARK(BM_LibvirtPerDomainInfo)->Iterations(30)->Unit(benchmark::kMillisecond);
 
 void BM_VirtgateListDomains(benchmark::State& state) {
   REQUIRE_RIG(state);
   const int page_size = static_cast<int>(state.range(0));
-  Latencies lat;
+  bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     v1::ListDomainsRequest req;
@@ -171,6 +156,7 @@ void BM_VirtgateListDomains(benchmark::State& state) {
     if (got != kDomains + 1) state.SkipWithError("virtgate listing incomplete");
   }
   lat.Report(state);
+  state.counters["domains"] = kDomains + 1;
 }
 // 5000: every domain in one RPC; 0: the default page size (500), all pages.
 BENCHMARK(BM_VirtgateListDomains)->Arg(5000)->Arg(0)->Iterations(300)->Unit(benchmark::kMillisecond);

@@ -33,6 +33,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "server/libvirt_handles.h"
+#include "tests/bench/latencies.h"
 #include "tests/e2e/libvirt_direct.h"
 #include "tests/e2e/qemu_guests.h"
 #include "tests/e2e/system_libvirtd.h"
@@ -139,24 +140,6 @@ void Prepare(Rig* r) {
                absl::FormatDuration(absl::Now() - settle_start).c_str());
 }
 
-class Latencies {
- public:
-  void Add(std::chrono::steady_clock::duration d) {
-    ms_.push_back(std::chrono::duration<double, std::milli>(d).count());
-  }
-  void Report(benchmark::State& state) {
-    if (ms_.empty()) return;
-    std::sort(ms_.begin(), ms_.end());
-    auto at = [&](double q) { return ms_[std::min(ms_.size() - 1, size_t(q * ms_.size()))]; };
-    state.counters["p50_ms"] = at(0.50);
-    state.counters["p99_ms"] = at(0.99);
-    state.counters["domains"] = rig->domains;
-    state.counters["running_qemu_guests"] = kGuests;
-  }
-
- private:
-  std::vector<double> ms_;
-};
 
 bool Ready(benchmark::State& state) {
   if (!rig->skip.empty()) {
@@ -172,7 +155,7 @@ bool Ready(benchmark::State& state) {
 
 void BM_DirectListAllPlusBulkStats(benchmark::State& state) {
   if (!Ready(state)) return;
-  Latencies lat;
+  bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     virDomainPtr* doms = nullptr;
@@ -192,12 +175,14 @@ void BM_DirectListAllPlusBulkStats(benchmark::State& state) {
     }
   }
   lat.Report(state);
+  state.counters["domains"] = rig->domains;
+  state.counters["running_qemu_guests"] = kGuests;
 }
 BENCHMARK(BM_DirectListAllPlusBulkStats)->Iterations(200)->Unit(benchmark::kMillisecond);
 
 void BM_DirectGetAllDomainStats(benchmark::State& state) {
   if (!Ready(state)) return;
-  Latencies lat;
+  bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     virDomainStatsRecordPtr* records = nullptr;
@@ -211,6 +196,8 @@ void BM_DirectGetAllDomainStats(benchmark::State& state) {
     }
   }
   lat.Report(state);
+  state.counters["domains"] = rig->domains;
+  state.counters["running_qemu_guests"] = kGuests;
 }
 BENCHMARK(BM_DirectGetAllDomainStats)->Iterations(200)->Unit(benchmark::kMillisecond);
 
@@ -218,7 +205,7 @@ BENCHMARK(BM_DirectGetAllDomainStats)->Iterations(200)->Unit(benchmark::kMillise
 // its QEMU monitor; the difference to the full groups is the monitor's cost.
 void BM_DirectGetAllDomainStatsStateOnly(benchmark::State& state) {
   if (!Ready(state)) return;
-  Latencies lat;
+  bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     virDomainStatsRecordPtr* records = nullptr;
@@ -232,12 +219,14 @@ void BM_DirectGetAllDomainStatsStateOnly(benchmark::State& state) {
     }
   }
   lat.Report(state);
+  state.counters["domains"] = rig->domains;
+  state.counters["running_qemu_guests"] = kGuests;
 }
 BENCHMARK(BM_DirectGetAllDomainStatsStateOnly)->Iterations(200)->Unit(benchmark::kMillisecond);
 
 void BM_VirtgateListDomains(benchmark::State& state) {
   if (!Ready(state)) return;
-  Latencies lat;
+  bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     grpc::ClientContext ctx;
@@ -255,6 +244,8 @@ void BM_VirtgateListDomains(benchmark::State& state) {
     }
   }
   lat.Report(state);
+  state.counters["domains"] = rig->domains;
+  state.counters["running_qemu_guests"] = kGuests;
 }
 BENCHMARK(BM_VirtgateListDomains)->Iterations(200)->Unit(benchmark::kMillisecond);
 
