@@ -225,6 +225,18 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
   absl::Mutex calls_mu;
   std::vector<Timed> calls;
   std::vector<std::thread> callers;
+  // Stops and joins the callers however the test body ends (a failed
+  // ASSERT returns early; a joinable std::thread would abort the binary).
+  struct JoinCallers {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~JoinCallers() {
+      stop = true;
+      for (auto& t : threads) {
+        if (t.joinable()) t.join();
+      }
+    }
+  } join_callers{stop, callers};
   for (int i = 0; i < kCallers; ++i) {
     callers.emplace_back([&] {
       while (!stop) {
@@ -266,7 +278,7 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
     }
   }
   stop = true;
-  for (auto& t : callers) t.join();
+  for (auto& t : callers) t.join();  // (JoinCallers would too; the checks below need them done)
 
   // A sentinel after everything: a watcher that has it has all before it.
   ConnectHandle admin = Admin();
