@@ -176,10 +176,13 @@ class ConnectionPool::Core {
     }
     for (auto& [slot, conn, retired] : to_close) {
       if (retired) {
-        // Unregistering would wait behind the stuck call; the callback, if
-        // it fires later, is for an old generation and ignored.
         LogWarning("libvirt connection ", slot, " to ", options_.uri,
                    " retired: a call on it is stuck; opening a replacement");
+        // The registration holds a reference: kept, it would keep this live
+        // connection open for as long as libvirtd runs. Unregistering is
+        // local (the stuck call does not hold it up); the connection closes
+        // when the stuck call returns and drops the last reference.
+        UnregisterClose(conn.get());
         conn.reset();
         continue;
       }
@@ -237,6 +240,9 @@ class ConnectionPool::Core {
           // from reconnecting in lockstep.
           const double jitter = absl::Uniform(rng_, 0.5, 1.0);
           s.next_attempt = absl::Now() + s.backoff * jitter;
+          // (Only losses and recoveries are logged above debug.)
+          LogDebug("libvirt connection ", slot, ": cannot open (", last_error_,
+                   "); next attempt in ", absl::FormatDuration(s.backoff * jitter));
         }
       }
       if (discard) {
@@ -363,8 +369,7 @@ class ConnectionPool::Core {
     }
   }
   static void FreeCookie(void* opaque) { delete static_cast<CloseCookie*>(opaque); }
-  // Fails on a dead connection (the remote driver asks the daemon first);
-  // the callback then stays registered until the connection is disposed.
+  // Fails when the callback has already fired (and so was released).
   static void UnregisterClose(virConnectPtr conn) {
     if (virConnectUnregisterCloseCallback(conn, &Core::CloseCallback) < 0) virResetLastError();
   }
@@ -392,9 +397,9 @@ class ConnectionPool::Core {
       return conn;  // in-process: nothing to lose, no close callback
     }
     // libvirt owns the cookie: it frees it when the callback has fired, was
-    // unregistered, or the connection is disposed. (Unregistering fails on a
-    // dead connection, so the callback may still fire after we dropped it:
-    // the cookie's weak reference and generation make that harmless.)
+    // unregistered, or the connection is disposed. (A callback may fire
+    // while the maintenance thread is dropping its connection: the cookie's
+    // weak reference and generation make that harmless.)
     auto* cookie = new CloseCookie{self, slot, *generation};
     if (virConnectRegisterCloseCallback(conn.get(), &Core::CloseCallback, cookie,
                                         &Core::FreeCookie) < 0) {

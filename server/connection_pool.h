@@ -1,10 +1,14 @@
 // ConnectionPool: K libvirt connections to one URI, shared by the workers.
 //
-// - Admission: libvirtd serves at most max_client_requests (default 5) calls
-//   at once per client connection and queues the rest behind them, starving
-//   its keepalive. A connection here carries at most
-//   `max_calls_per_connection` leases at a time (default 4); the pool scales
-//   by holding several connections.
+// - Admission: a connection carries at most `max_calls_per_connection`
+//   leases at a time (default 1); the pool scales by holding several
+//   connections. One call per connection because libvirt 9.0's client is not
+//   safe with several threads in calls on a connection that dies: the thread
+//   running the connection's I/O loop can leave a poll source behind that
+//   points into its own stack, and the next thread to take over the loop
+//   crashes on it (seen under ASan in the kill -9 resilience test). Never
+//   more than libvirtd's max_client_requests (default 5): libvirtd queues
+//   the rest behind them, starving the connection's keepalive.
 // - Liveness: a close callback (where the driver has one), keepalive (remote
 //   URIs) and virConnectIsAlive() after each lease mark a connection broken. A
 //   maintenance thread closes broken connections and reopens missing ones
@@ -35,9 +39,9 @@ class ConnectionPool {
  public:
   struct Options {
     std::string uri = "test:///default";
-    int size = 2;
+    int size = 8;
     bool read_only = true;
-    int max_calls_per_connection = 4;
+    int max_calls_per_connection = 1;
     // libvirt keepalive (remote URIs): ping every interval seconds, give up
     // after count unanswered pings. interval <= 0 disables it.
     int keepalive_interval_s = 5;

@@ -166,17 +166,15 @@ void ParseRecord(const virDomainStatsRecord& rec, std::string* uuid, int* state,
 }  // namespace
 
 absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
-    const std::vector<virDomainPtr>& doms, std::atomic<bool>* nowait) {
+    const std::vector<virDomainPtr>& doms, std::atomic<bool>* nowait, unsigned int groups) {
   std::vector<Stats> out;
   if (doms.empty()) return out;
   std::vector<virDomainPtr> list = doms;
   list.push_back(nullptr);  // virDomainListGetStats wants a NULL-terminated array
-  constexpr unsigned int kGroups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
-                                   VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU;
   virDomainStatsRecordPtr* records = nullptr;
   int n = -1;
   if (nowait->load(std::memory_order_relaxed)) {
-    n = virDomainListGetStats(list.data(), kGroups, &records,
+    n = virDomainListGetStats(list.data(), groups, &records,
                               VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
     if (n < 0) {
       absl::Status s = LastLibvirtError("virDomainListGetStats");
@@ -190,7 +188,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
     }
   }
   if (n < 0) {
-    n = virDomainListGetStats(list.data(), kGroups, &records, 0);
+    n = virDomainListGetStats(list.data(), groups, &records, 0);
     if (n < 0) return LastLibvirtError("virDomainListGetStats");
   }
   DomainStatsList owned(records);
@@ -223,7 +221,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
   std::vector<virDomainPtr> refs = doms;
   for (virDomainPtr d : refs) virDomainRef(d);  // each also holds its connection
   std::thread([pending, refs, nowait = nowait_supported_] {
-    absl::StatusOr<std::vector<Stats>> result = BulkStats(refs, nowait.get());
+    absl::StatusOr<std::vector<Stats>> result = BulkStats(refs, nowait.get(), kAllGroups);
     for (virDomainPtr d : refs) virDomainFree(d);
     std::vector<BusyDomains::Call> release;  // no longer busy, after the lock
     absl::MutexLock lock(&pending->mu);
@@ -247,14 +245,21 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
   const int64_t occupied_ms =
       std::min<int64_t>(500, absl::ToInt64Milliseconds(budget) / 2);
   // The connection the stuck call is on answers other calls only at its
-  // next wakeup: look (and read again) on another one, and have the pool
-  // stop handing this one out.
+  // next wakeup, and a second thread calling on it is what libvirt 9.0's
+  // client may crash on should it die (see ConnectionPool): look (and read
+  // again) on another one, and have the pool stop handing this one out
+  // (the event connection cannot be retired; it is looked past all the same).
   std::optional<ConnectionPool::Lease> moved;  // outlives moved_doms
   std::vector<DomainHandle> moved_doms;
   std::vector<virDomainPtr> probe = doms;
-  if (hooks_.retire && hooks_.acquire && hooks_.retire(virDomainGetConnect(doms.front()))) {
-    absl::StatusOr<ConnectionPool::Lease> lease = hooks_.acquire(deadline);
-    if (lease.ok()) {
+  virConnectPtr stuck_conn = virDomainGetConnect(doms.front());
+  if (hooks_.retire && hooks_.acquire) {
+    hooks_.retire(stuck_conn);
+    // Not for longer than the budget: with a single connection there is
+    // no other, and the probes then share this one.
+    absl::StatusOr<ConnectionPool::Lease> lease =
+        hooks_.acquire(std::min(deadline, absl::Now() + budget));
+    if (lease.ok() && lease->get() != stuck_conn) {
       moved = std::move(*lease);
       probe.clear();
       for (virDomainPtr d : doms) {
@@ -304,7 +309,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
       stuck->insert(uuid);
     }
   }
-  return BulkStats(others, nowait_supported_.get());
+  return BulkStats(others, nowait_supported_.get(), kAllGroups);
 }
 
 std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::string& uuid,
@@ -491,13 +496,23 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
     std::vector<virDomainPtr> chunk;
     absl::flat_hash_set<std::string> busy;
     for (size_t i = next; i < end; ++i) {
-      if (busy_->IsBusy(entries[i].uuid)) {
+      if (need_facts && busy_->IsBusy(entries[i].uuid)) {
         busy.insert(entries[i].uuid);  // stale, from what is known
       } else {
         chunk.push_back(entries[i].dom);
       }
     }
-    absl::StatusOr<std::vector<Stats>> stats = BulkStatsAvoidingStuck(chunk, deadline, &busy);
+    absl::StatusOr<std::vector<Stats>> stats;
+    if (need_facts) {
+      stats = BulkStatsAvoidingStuck(chunk, deadline, &busy);
+    } else if (absl::Now() >= deadline) {
+      stats = absl::DeadlineExceededError("deadline exceeded");
+    } else {
+      // States only: the state group is read from libvirt's own domain
+      // objects (no job, no QEMU monitor), so no domain can hold it up and
+      // the call needs no side thread or budget; busy domains are included.
+      stats = BulkStats(chunk, nowait_supported_.get(), VIR_DOMAIN_STATS_STATE);
+    }
     if (!stats.ok()) return stats.status();
     absl::flat_hash_map<std::string, const Stats*> by_uuid;
     for (const Stats& s : *stats) by_uuid[s.uuid] = &s;

@@ -56,8 +56,9 @@ class DomainLister {
 
   // `deadline` is the caller's: a call about one domain still running past
   // it marks that domain busy (see BusyDomains).
-  // need_facts = false: only what bulk stats and the flagged lists give (no
-  // per-domain calls; vCPUs and memory may be 0), for the resync.
+  // need_facts = false: states only, for the resync: one state-group bulk
+  // call per page, which no domain (not even a frozen QEMU) can hold up, and
+  // the flagged lists; no per-domain calls, vCPUs and memory may be 0.
   absl::StatusOr<v1::ListDomainsResponse> List(virConnectPtr conn,
                                                const v1::ListDomainsRequest& request,
                                                absl::Time deadline = absl::InfiniteFuture(),
@@ -88,10 +89,13 @@ class DomainLister {
 
  private:
   struct Stats;
-  // Bulk stats for `doms`; NOWAIT when the driver accepts it (`nowait`
-  // turns false once it refuses).
+  static constexpr unsigned int kAllGroups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
+                                             VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU;
+  // Bulk stats (`groups`) for `doms`; NOWAIT when the driver accepts it
+  // (`nowait` turns false once it refuses).
   static absl::StatusOr<std::vector<Stats>> BulkStats(const std::vector<virDomainPtr>& doms,
-                                                      std::atomic<bool>* nowait);
+                                                      std::atomic<bool>* nowait,
+                                                      unsigned int groups);
   // BulkStats, but not held up by a domain whose QEMU does not answer: the
   // call runs on a thread of its own; if it is not back within a budget,
   // virDomainGetControlInfo (no job, no monitor) finds the domains whose

@@ -21,10 +21,12 @@ ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
           "A non-loopback address needs --tls_cert/--tls_key or --insecure");
-ABSL_FLAG(int, pool_size, 2, "libvirt connections to hold open (1-64)");
-ABSL_FLAG(int, max_calls_per_connection, 4,
-          "concurrent libvirt calls admitted per connection; keep it below libvirtd's "
-          "max_client_requests (default 5) so keepalive is never starved");
+ABSL_FLAG(int, pool_size, 8, "libvirt connections to hold open (1-64)");
+ABSL_FLAG(int, max_calls_per_connection, 1,
+          "concurrent libvirt calls admitted per connection. More than 1 risks a crash: "
+          "libvirt 9.0's client can crash when a connection that several threads are "
+          "calling on dies. Never above libvirtd's max_client_requests (default 5), which "
+          "starves keepalive");
 ABSL_FLAG(int, workers, 16, "worker threads making libvirt calls (1-1024)");
 ABSL_FLAG(int, max_queued_calls, 1024,
           "calls that may wait for a worker; beyond that calls fail at once with "

@@ -129,7 +129,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
       LogWarning("this libvirt driver has no lifecycle events; watches will see none: ",
                  s.message());
     }
-    // States only: no per-domain calls, however many domains there are.
+    // States only: no per-domain calls, however many domains there are, and
+    // none a frozen QEMU can hold up (keepalive bounds a stalled libvirtd).
     absl::StatusOr<std::vector<v1::Domain>> listed =
         lister->ListEverything(conn, absl::InfiniteFuture(), /*need_facts=*/false);
     absl::Status status = listed.status();

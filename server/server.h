@@ -30,8 +30,8 @@ class Server {
     std::string libvirt_uri = "qemu:///system";
     // "host:port" (port 0 picks a free one) or "unix:/path".
     std::string listen = "127.0.0.1:50051";
-    int pool_size = 2;
-    int max_calls_per_connection = 4;
+    int pool_size = 8;
+    int max_calls_per_connection = 1;
     bool read_only = true;
     int workers = 16;
     int max_queued_calls = 1024;

@@ -347,7 +347,9 @@ TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChu
     bool synced = false;
     int events = 0;
     for (const auto& m : watchers[w]->Messages()) {
-      if (m.has_initial()) ASSERT_FALSE(synced);
+      if (m.has_initial()) {
+        ASSERT_FALSE(synced) << "initial state only before the marker";
+      }
       if (m.has_synced()) synced = true;
       if (m.has_event()) {
         ASSERT_TRUE(synced) << "events only after the marker";

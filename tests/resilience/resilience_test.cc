@@ -9,6 +9,7 @@
 #include <libvirt/libvirt.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -47,15 +48,6 @@ using testing::WatchCollector;
 // Fast detection and reconnects, so 20 cycles take seconds.
 const std::vector<std::string> kFastRecovery = {"--keepalive_interval=1", "--keepalive_count=3",
                                                 "--reconnect_max_backoff=500ms"};
-
-int CountEntries(const std::string& dir) {
-  int n = 0;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) n += e->d_name[0] != '.' ? 1 : 0;
-    closedir(d);
-  }
-  return n;
-}
 
 struct Timed {
   grpc::StatusCode code;
@@ -134,7 +126,33 @@ class ResilienceTest : public ::testing::Test {
     EXPECT_NE(d, nullptr) << name;
     return d;
   }
-  int Fds() { return CountEntries(absl::StrCat("/proc/", server_->pid(), "/fd")); }
+  // Open descriptors by kind (socket, pipe, anon_inode:[eventfd], a file's
+  // path): which kind a leak is narrows down who holds it.
+  std::map<std::string, int> FdKinds() {
+    std::map<std::string, int> kinds;
+    const std::string dir = absl::StrCat("/proc/", server_->pid(), "/fd");
+    if (DIR* d = opendir(dir.c_str())) {
+      while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        char target[256];
+        const ssize_t n =
+            readlink(absl::StrCat(dir, "/", e->d_name).c_str(), target, sizeof target - 1);
+        std::string kind = n > 0 ? std::string(target, n) : "?";
+        if (size_t bracket = kind.find(":["); bracket != std::string::npos &&
+                                              kind.compare(0, 11, "anon_inode:") != 0) {
+          kind.resize(bracket);  // socket:[123] -> socket
+        }
+        ++kinds[kind];
+      }
+      closedir(d);
+    }
+    return kinds;
+  }
+  static std::string Describe(const std::map<std::string, int>& kinds) {
+    std::string out;
+    for (const auto& [kind, n] : kinds) absl::StrAppend(&out, kind, " x", n, "; ");
+    return out;
+  }
   // Threads virtgated started itself (they keep the program's name; gRPC
   // names its own pools, which grow with load up to a fixed bound and stay).
   int OwnThreads() {
@@ -196,7 +214,9 @@ int CountConnection(const std::vector<v1::WatchLifecycleResponse>& ms,
 // was blind; watchers must be told, and end up with libvirt's state.
 TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
   StartDaemon(true);
-  StartServer(kFastRecovery);
+  std::vector<std::string> flags = kFastRecovery;
+  flags.push_back("--log_level=debug");  // logs every failed open (see the fd check)
+  StartServer(flags);
   // Warm up first (concurrent calls, a watch opened and closed): gRPC and
   // libvirt allocate some descriptors lazily, once, on first use.
   {
@@ -206,8 +226,9 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
     WatchCollector w(stub_.get(), v1::WatchLifecycleRequest());
     ASSERT_EQ(List(absl::Seconds(5)).code, grpc::StatusCode::OK);
   }
-  const int base_fds = Fds(), base_threads = OwnThreads();
+  const int base_threads = OwnThreads();
   const std::string base_names = ThreadNames();
+  const std::map<std::string, int> base_fds = FdKinds();
 
   constexpr int kCycles = 20, kWatchers = 10, kCallers = 8;
   std::vector<std::unique_ptr<WatchCollector>> watchers;
@@ -273,8 +294,12 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
     ASSERT_TRUE(WaitServing(true)) << "health must follow the daemon up\n" << LogTail();
     for (auto& w : watchers) {
       ASSERT_TRUE(WaitFor([&] {
-        return CountConnection(w->Messages(), v1::ConnectionChange::STATE_RESTORED) == cycle + 1;
-      }, absl::Seconds(30)));
+        return CountConnection(w->Messages(), v1::ConnectionChange::STATE_RESTORED) > cycle;
+      }, absl::Seconds(30))) << "no STATE_RESTORED\n" << LogTail();
+      ASSERT_EQ(CountConnection(w->Messages(), v1::ConnectionChange::STATE_LOST), cycle + 1)
+          << LogTail();
+      ASSERT_EQ(CountConnection(w->Messages(), v1::ConnectionChange::STATE_RESTORED), cycle + 1)
+          << LogTail();
     }
   }
   stop = true;
@@ -318,8 +343,33 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
 
   // Nothing leaks across reconnects: descriptors and threads come back.
   watchers.clear();
-  EXPECT_TRUE(WaitFor([&] { return Fds() <= base_fds; }, absl::Seconds(30)))
-      << "fds " << Fds() << " vs baseline " << base_fds;
+  // One exception, libvirt's: a virConnectOpen that libvirtd's death cuts
+  // short mid-handshake leaks the eventfd of its client's GLib context
+  // (libvirt 9.0; reproduced outside virtgated, ~1 in 5 such opens). So at
+  // most one eventfd per failed open, which virtgated logs at debug level.
+  auto failed_opens = [&] {
+    const std::string log = server_->Log();
+    int n = 0;
+    for (size_t at = log.find(": cannot open ("); at != std::string::npos;
+         at = log.find(": cannot open (", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  auto fds_back = [&] {
+    for (const auto& [kind, n] : FdKinds()) {
+      auto base = base_fds.find(kind);
+      const int allowed = (base == base_fds.end() ? 0 : base->second) +
+                          (kind == "anon_inode:[eventfd]" ? failed_opens() : 0);
+      if (n > allowed) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(WaitFor(fds_back, absl::Seconds(30)))
+      << "open descriptors now: " << Describe(FdKinds())
+      << "\nat the baseline: " << Describe(base_fds) << "\nfailed opens: " << failed_opens()
+      << "\n" << LogTail();
+
   EXPECT_TRUE(WaitFor([&] { return OwnThreads() <= base_threads; }, absl::Seconds(30)))
       << "threads " << OwnThreads() << " vs baseline " << base_threads << "\nnow:  "
       << ThreadNames() << "\nthen: " << base_names;
