@@ -18,6 +18,7 @@
 //     (query-stats etc.) for the cpu-total, balloon and vcpu groups, even with
 //     NOWAIT when no one else holds the job: a stopped QEMU blocks that call
 //     until it is continued. Only the state group never touches the monitor.
+#include <dirent.h>
 #include <grpcpp/grpcpp.h>
 #include <grp.h>
 #include <libvirt/libvirt.h>
@@ -519,6 +520,23 @@ TEST_F(QemuE2eTest, KilledQemuIsStoppedFailedAndShutOffCrashed) {
 // answers. libvirt's bulk stats for it then block inside libvirtd (see the
 // file comment), whatever NOWAIT says, until someone else holds its job.
 
+// Sockets virtgated holds open (libvirt connections, gRPC listener and
+// clients).
+int OpenSockets(pid_t pid) {
+  int n = 0;
+  const std::string dir = absl::StrCat("/proc/", pid, "/fd");
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      char target[64];
+      const ssize_t len =
+          readlink(absl::StrCat(dir, "/", e->d_name).c_str(), target, sizeof target - 1);
+      n += len > 0 && absl::StartsWith(absl::string_view(target, len), "socket:") ? 1 : 0;
+    }
+    closedir(d);
+  }
+  return n;
+}
+
 TEST_F(QemuE2eTest, StoppedQemuDoesNotStallListingOfOthers) {
   const std::vector<std::string> names = DefineGuests({"a", "stuck", "c"}, true);
   ASSERT_EQ(names.size(), 3u);
@@ -526,6 +544,7 @@ TEST_F(QemuE2eTest, StoppedQemuDoesNotStallListingOfOthers) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   std::map<std::string, v1::Domain> listed;
   ASSERT_TRUE(ListOurs(&listed).ok());  // warm: every guest seen once, fresh
+  const int sockets_before = OpenSockets(server_->pid());
 
   absl::StatusOr<pid_t> pid = GuestSet::QemuPid(stuck);
   ASSERT_TRUE(pid.ok()) << pid.status();
@@ -571,6 +590,12 @@ TEST_F(QemuE2eTest, StoppedQemuDoesNotStallListingOfOthers) {
       },
       absl::Seconds(60)))
       << "the continued guest is still stale";
+  // The connection retired for the stuck call closes once that call has
+  // returned (a replacement took its place): no connection leaks.
+  EXPECT_TRUE(WaitUntil([&] { return OpenSockets(server_->pid()) <= sockets_before; },
+                        absl::Seconds(30)))
+      << "virtgated holds " << OpenSockets(server_->pid()) << " sockets, " << sockets_before
+      << " before the guest was stopped";
 }
 
 TEST_F(QemuE2eTest, CallOnStoppedQemuEndsByItsDeadline) {
