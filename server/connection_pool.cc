@@ -127,6 +127,19 @@ class ConnectionPool::Core {
     wake_ = true;
   }
 
+  std::optional<Acquired> Hold(virConnectPtr conn) {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
+      Slot& s = slots_[i];
+      if (s.conn && s.conn.get() == conn) {
+        ++s.in_flight;
+        virConnectRef(conn);  // the lease's own reference
+        return Acquired{i, s.generation, conn};
+      }
+    }
+    return std::nullopt;
+  }
+
   bool Retire(virConnectPtr conn) {
     absl::MutexLock lock(&mu_);
     for (size_t i = 1; i < slots_.size(); ++i) {
@@ -331,9 +344,13 @@ class ConnectionPool::Core {
 
   // Stops the maintenance thread (waiting for it until `deadline`) and takes
   // the connections out of the pool. Returns them for the caller to close.
-  std::vector<std::pair<int, ConnectHandle>> Stop(absl::Time deadline,
-                                                  bool* maintenance_stopped) {
-    std::vector<std::pair<int, ConnectHandle>> conns;
+  struct Stopped {
+    int slot;
+    ConnectHandle conn;
+    bool busy;  // leases still out: calls (perhaps stuck) on it
+  };
+  std::vector<Stopped> Stop(absl::Time deadline, bool* maintenance_stopped) {
+    std::vector<Stopped> conns;
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     wake_ = true;
@@ -341,19 +358,22 @@ class ConnectionPool::Core {
         absl::Condition(this, &Core::MaintenanceExitedLocked), deadline);
     for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
       Slot& s = slots_[i];
-      if (s.conn) conns.emplace_back(i, std::move(s.conn));
+      if (s.conn) conns.push_back({i, std::move(s.conn), s.in_flight > 0});
       ++s.generation;
     }
     return conns;
   }
 
-  void CloseAll(std::vector<std::pair<int, ConnectHandle>> conns) {
-    for (auto& [slot, c] : conns) {
-      UnregisterClose(c.get());
-      if (slot == 0 && options_.on_event_connection_closing) {
-        options_.on_event_connection_closing(c.get());
+  void CloseAll(std::vector<Stopped> conns) {
+    for (Stopped& c : conns) {
+      UnregisterClose(c.conn.get());
+      // Dropping the registrations is a call of its own: not beside calls
+      // still on the connection (see "Admission" at the top of the header).
+      // The process is ending anyway.
+      if (c.slot == 0 && !c.busy && options_.on_event_connection_closing) {
+        options_.on_event_connection_closing(c.conn.get());
       }
-      c.reset();
+      c.conn.reset();
     }
   }
 
@@ -525,13 +545,19 @@ ConnectionPool::Snapshot ConnectionPool::GetSnapshot() const { return core_->Get
 
 bool ConnectionPool::Retire(virConnectPtr conn) { return core_->Retire(conn); }
 
+std::optional<ConnectionPool::Lease> ConnectionPool::Hold(virConnectPtr conn) {
+  std::optional<Core::Acquired> got = core_->Hold(conn);
+  if (!got) return std::nullopt;
+  return Lease(core_, got->slot, got->generation, got->conn);
+}
+
 void ConnectionPool::Shutdown(absl::Time deadline) {
   if (!core_->maintenance.joinable()) return;
   // A thread not stuck in libvirt stops within microseconds; give it that
   // much even when the caller's grace is used up.
   deadline = std::max(deadline, absl::Now() + absl::Milliseconds(200));
   bool maintenance_stopped = false;
-  std::vector<std::pair<int, ConnectHandle>> conns = core_->Stop(deadline, &maintenance_stopped);
+  std::vector<Core::Stopped> conns = core_->Stop(deadline, &maintenance_stopped);
   if (maintenance_stopped) {
     core_->maintenance.join();
   } else {

@@ -27,6 +27,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -131,6 +132,13 @@ class ConnectionPool {
   // stuck call keeps its own reference. Never the event connection (slot
   // 0); returns whether it was retired.
   bool Retire(virConnectPtr conn);
+
+  // An extra lease on `conn`, past its admission cap, for a call that must
+  // go on running on it after its caller's lease is released (a bulk-stats
+  // call left behind because a guest does not answer): while held, the
+  // connection is not leased to anyone else, so no second thread calls on
+  // it. nullopt if `conn` is not one of the pool's current connections.
+  std::optional<Lease> Hold(virConnectPtr conn);
 
   Snapshot GetSnapshot() const;
   const Options& options() const { return options_; }

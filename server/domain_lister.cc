@@ -203,7 +203,8 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStats(
 
 absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoidingStuck(
     const std::vector<virDomainPtr>& doms, absl::Time deadline,
-    absl::flat_hash_set<std::string>* stuck) {
+    absl::flat_hash_set<std::string>* stuck, bool* left_behind) {
+  *left_behind = false;
   if (doms.empty()) return std::vector<Stats>{};
   if (absl::Now() >= deadline) return absl::DeadlineExceededError("deadline exceeded");
   // Shared with the thread making the call, which may outlive this listing
@@ -218,11 +219,17 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
   };
   auto pending = std::make_shared<Pending>();
   pending->busy = busy_;
+  virConnectPtr conn = virDomainGetConnect(doms.front());
+  // The call holds an admission of its own on its connection, so that if it
+  // is left behind, nobody else is handed the connection while it runs.
+  std::optional<ConnectionPool::Lease> hold;
+  if (hooks_.hold) hold = hooks_.hold(conn);
   std::vector<virDomainPtr> refs = doms;
   for (virDomainPtr d : refs) virDomainRef(d);  // each also holds its connection
-  std::thread([pending, refs, nowait = nowait_supported_] {
+  std::thread([pending, refs, nowait = nowait_supported_, hold = std::move(hold)]() mutable {
     absl::StatusOr<std::vector<Stats>> result = BulkStats(refs, nowait.get(), kAllGroups);
     for (virDomainPtr d : refs) virDomainFree(d);
+    hold.reset();
     std::vector<BusyDomains::Call> release;  // no longer busy, after the lock
     absl::MutexLock lock(&pending->mu);
     pending->result = std::move(result);
@@ -241,59 +248,53 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
       return std::move(pending->result);
     }
   }
-  // Not back: is a domain's monitor stuck, or is libvirt just slow?
+  // Not back: is a domain's monitor stuck, or is libvirt just slow? Never
+  // ask on this connection: libvirt's client serves its other calls only at
+  // its next wakeup, and two threads calling on one connection is what
+  // libvirt 9.0's client may crash on should it die (see ConnectionPool).
+  // Look (and read again) on another one, and have the pool stop handing
+  // this one out (the event connection cannot be retired).
   const int64_t occupied_ms =
       std::min<int64_t>(500, absl::ToInt64Milliseconds(budget) / 2);
-  // The connection the stuck call is on answers other calls only at its
-  // next wakeup, and a second thread calling on it is what libvirt 9.0's
-  // client may crash on should it die (see ConnectionPool): look (and read
-  // again) on another one, and have the pool stop handing this one out
-  // (the event connection cannot be retired; it is looked past all the same).
   std::optional<ConnectionPool::Lease> moved;  // outlives moved_doms
   std::vector<DomainHandle> moved_doms;
-  std::vector<virDomainPtr> probe = doms;
-  virConnectPtr stuck_conn = virDomainGetConnect(doms.front());
   if (hooks_.retire && hooks_.acquire) {
-    hooks_.retire(stuck_conn);
-    // Not for longer than the budget: with a single connection there is
-    // no other, and the probes then share this one.
+    hooks_.retire(conn);
+    // No longer than the budget: the caller's deadline is for the listing.
     absl::StatusOr<ConnectionPool::Lease> lease =
         hooks_.acquire(std::min(deadline, absl::Now() + budget));
-    if (lease.ok() && lease->get() != stuck_conn) {
-      moved = std::move(*lease);
-      probe.clear();
-      for (virDomainPtr d : doms) {
-        DomainHandle h(virDomainLookupByUUIDString(moved->get(), DomainUuid(d).c_str()));
-        if (!h) {
-          virResetLastError();  // undefined meanwhile
-          continue;
-        }
-        probe.push_back(h.get());
-        moved_doms.push_back(std::move(h));
-      }
-    }
+    if (lease.ok() && lease->get() != conn) moved = std::move(*lease);
   }
   std::vector<virDomainPtr> others;
   std::vector<std::string> found;
-  for (virDomainPtr d : probe) {
-    virDomainControlInfo info;
-    if (virDomainGetControlInfo(d, &info, 0) < 0) {
-      virResetLastError();
-      others.push_back(d);
-    } else if (info.state == VIR_DOMAIN_CONTROL_OCCUPIED &&
-               static_cast<int64_t>(info.stateTime) >= occupied_ms) {
-      found.push_back(DomainUuid(d));
-      LogWarning("domain ", DomainName(d), ": its QEMU has not answered for ",
-                 info.stateTime, " ms; reported stale until it does");
-    } else {
-      others.push_back(d);
+  if (moved) {
+    for (virDomainPtr d : doms) {
+      DomainHandle h(virDomainLookupByUUIDString(moved->get(), DomainUuid(d).c_str()));
+      if (!h) {
+        virResetLastError();  // undefined meanwhile
+        continue;
+      }
+      virDomainControlInfo info;
+      if (virDomainGetControlInfo(h.get(), &info, 0) < 0) {
+        virResetLastError();
+        others.push_back(h.get());
+      } else if (info.state == VIR_DOMAIN_CONTROL_OCCUPIED &&
+                 static_cast<int64_t>(info.stateTime) >= occupied_ms) {
+        found.push_back(DomainUuid(h.get()));
+        LogWarning("domain ", DomainName(h.get()), ": its QEMU has not answered for ",
+                   info.stateTime, " ms; reported stale until it does");
+      } else {
+        others.push_back(h.get());
+      }
+      moved_doms.push_back(std::move(h));
     }
   }
   {
     absl::MutexLock lock(&pending->mu);
     if (pending->done) return std::move(pending->result);  // came back meanwhile
     if (found.empty()) {
-      // Just slow: wait for it, as long as the caller does.
+      // Just slow, or no other connection to look from: wait for it, as
+      // long as the caller does.
       if (pending->mu.AwaitWithDeadline(absl::Condition(&pending->done), deadline)) {
         return std::move(pending->result);
       }
@@ -302,6 +303,7 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
       for (virDomainPtr d : doms) {
         pending->calls.push_back(busy_->Begin(DomainUuid(d), absl::InfinitePast()));
       }
+      *left_behind = true;
       return absl::DeadlineExceededError("libvirt did not return domain stats by the deadline");
     }
     for (const std::string& uuid : found) {
@@ -309,12 +311,15 @@ absl::StatusOr<std::vector<DomainLister::Stats>> DomainLister::BulkStatsAvoiding
       stuck->insert(uuid);
     }
   }
+  *left_behind = true;
   return BulkStats(others, nowait_supported_.get(), kAllGroups);
 }
 
 std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::string& uuid,
                                                  const Stats* stats, bool refresh_facts,
-                                                 absl::Time deadline, bool need_facts) {
+                                                 absl::Time deadline, bool need_facts,
+                                                 bool may_call) {
+  refresh_facts = refresh_facts && may_call;
   v1::Domain d;
   d.set_uuid(uuid);
   d.set_name(DomainName(dom));
@@ -340,8 +345,9 @@ std::optional<v1::Domain> DomainLister::Describe(virDomainPtr dom, const std::st
   }
   if (!facts && !need_facts && stats != nullptr && stats->has_state) {
     // States only (a resync): the bulk stats said enough.
-  } else if (!facts && busy_->IsBusy(uuid)) {
-    // A call on it is stuck: do not queue another behind it.
+  } else if (!facts && (!may_call || busy_->IsBusy(uuid))) {
+    // A call on it, or on its connection, is stuck: do not queue another
+    // behind it.
     facts = cache_->LastKnown(uuid);
     d.set_stale(true);
   } else if (!facts) {
@@ -428,7 +434,9 @@ absl::Status DomainLister::ValidateGetRequest(const v1::GetDomainRequest& reques
 
 absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
                                                            const v1::ListDomainsRequest& request,
-                                                           absl::Time deadline, bool need_facts) {
+                                                           absl::Time deadline, bool need_facts,
+                                                           bool* connection_left) {
+  if (connection_left != nullptr) *connection_left = false;
   if (absl::Status s = ValidateListRequest(request); !s.ok()) return s;
   std::optional<PageCursor> cursor;
   if (!request.page_token().empty()) cursor = *DecodePageToken(request.page_token());
@@ -503,8 +511,9 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
       }
     }
     absl::StatusOr<std::vector<Stats>> stats;
+    bool left_behind = false;  // a call is still running on conn: make no more
     if (need_facts) {
-      stats = BulkStatsAvoidingStuck(chunk, deadline, &busy);
+      stats = BulkStatsAvoidingStuck(chunk, deadline, &busy, &left_behind);
     } else if (absl::Now() >= deadline) {
       stats = absl::DeadlineExceededError("deadline exceeded");
     } else {
@@ -522,7 +531,7 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
       if (it == by_uuid.end() && !is_busy) continue;  // undefined between the two calls
       std::optional<v1::Domain> d =
           Describe(entries[i].dom, entries[i].uuid, is_busy ? nullptr : it->second,
-                   /*refresh_facts=*/false, deadline, need_facts);
+                   /*refresh_facts=*/false, deadline, need_facts, !left_behind);
       if (!d) continue;
       if (!wanted_states.empty() && !wanted_states.contains(d->state())) continue;
       d->set_persistent(pinned_persistent.value_or(!transient.contains(d->uuid())));
@@ -530,11 +539,18 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::List(virConnectPtr conn,
       *response.add_domains() = std::move(*d);
     }
     next = end;
+    if (left_behind) {
+      // The rest goes on another connection: the next page's.
+      if (connection_left != nullptr) *connection_left = true;
+      break;
+    }
   }
-  if (next < entries.size() && response.domains_size() > 0) {
-    const v1::Domain& last = response.domains(response.domains_size() - 1);
+  if (next < entries.size() && next > 0) {
+    // After the last domain looked at (those the filters dropped need no
+    // second look).
+    const Entry& last = entries[next - 1];
     response.set_next_page_token(
-        EncodePageToken({last.name(), last.uuid(), FilterFingerprint(request)}));
+        EncodePageToken({last.name, last.uuid, FilterFingerprint(request)}));
   }
   return response;
 }
@@ -561,13 +577,15 @@ absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
   }
   absl::StatusOr<std::vector<Stats>> stats;
   absl::flat_hash_set<std::string> stuck;
+  bool left_behind = false;
   {
     BusyDomains::Call call = busy_->Begin(uuid, deadline);
-    stats = BulkStatsAvoidingStuck({dom.get()}, deadline, &stuck);
+    stats = BulkStatsAvoidingStuck({dom.get()}, deadline, &stuck, &left_behind);
   }
   if (!stats.ok()) return stats.status();
   if (stuck.contains(uuid)) {
-    std::optional<v1::Domain> d = Describe(dom.get(), uuid, nullptr, false, deadline);
+    std::optional<v1::Domain> d = Describe(dom.get(), uuid, nullptr, false, deadline,
+                                           /*need_facts=*/true, /*may_call=*/false);
     if (!d) return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined"));
     return *d;
   }
@@ -575,9 +593,10 @@ absl::StatusOr<v1::Domain> DomainLister::Get(virConnectPtr conn,
   for (const Stats& s : *stats) {
     if (s.uuid == uuid) mine = &s;
   }
-  // One domain: read its facts fresh (and refresh the cache with them).
-  std::optional<v1::Domain> d =
-      Describe(dom.get(), uuid, mine, /*refresh_facts=*/true, deadline);
+  // One domain: read its facts fresh (and refresh the cache with them),
+  // unless a call was left running on its connection.
+  std::optional<v1::Domain> d = Describe(dom.get(), uuid, mine, /*refresh_facts=*/true, deadline,
+                                         /*need_facts=*/true, /*may_call=*/!left_behind);
   if (!d || mine == nullptr) {
     return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined while being read"));
   }
@@ -590,12 +609,22 @@ absl::StatusOr<std::vector<v1::Domain>> DomainLister::ListEverything(virConnectP
   std::vector<v1::Domain> all;
   v1::ListDomainsRequest req;
   req.set_page_size(options_.max_page_size);
+  std::optional<ConnectionPool::Lease> other;  // once a call is left behind on conn
   for (;;) {
-    absl::StatusOr<v1::ListDomainsResponse> page = List(conn, req, deadline, need_facts);
+    bool connection_left = false;
+    absl::StatusOr<v1::ListDomainsResponse> page =
+        List(conn, req, deadline, need_facts, &connection_left);
     if (!page.ok()) return page.status();
     for (v1::Domain& d : *page->mutable_domains()) all.push_back(std::move(d));
     if (page->next_page_token().empty()) return all;
     req.set_page_token(page->next_page_token());
+    if (connection_left) {
+      if (!hooks_.acquire) return absl::UnavailableError("no other libvirt connection");
+      absl::StatusOr<ConnectionPool::Lease> lease = hooks_.acquire(deadline);
+      if (!lease.ok()) return lease.status();
+      other = std::move(*lease);
+      conn = other->get();
+    }
   }
 }
 

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
@@ -59,10 +60,14 @@ class DomainLister {
   // need_facts = false: states only, for the resync: one state-group bulk
   // call per page, which no domain (not even a frozen QEMU) can hold up, and
   // the flagged lists; no per-domain calls, vCPUs and memory may be 0.
+  // `*connection_left` (optional): the page stopped early (with a
+  // next_page_token) because a call stuck on a guest was left running on
+  // `conn`; continue on another connection.
   absl::StatusOr<v1::ListDomainsResponse> List(virConnectPtr conn,
                                                const v1::ListDomainsRequest& request,
                                                absl::Time deadline = absl::InfiniteFuture(),
-                                               bool need_facts = true);
+                                               bool need_facts = true,
+                                               bool* connection_left = nullptr);
   absl::StatusOr<v1::Domain> Get(virConnectPtr conn, const v1::GetDomainRequest& request,
                                  absl::Time deadline = absl::InfiniteFuture());
   // Every domain, all pages in one go (one view, for a watch's initial
@@ -77,9 +82,12 @@ class DomainLister {
   // (libvirt's client then serves its other calls only at its next
   // wakeup): `retire` stops the pool leasing it (false if it cannot),
   // `acquire` leases another. Set once, before the lister is used.
+  // `hold` gives a call that may be left behind an admission of its own on
+  // its connection (see ConnectionPool::Hold).
   struct ConnectionHooks {
     std::function<bool(virConnectPtr)> retire;
     std::function<absl::StatusOr<ConnectionPool::Lease>(absl::Time deadline)> acquire;
+    std::function<std::optional<ConnectionPool::Lease>(virConnectPtr)> hold;
   };
   void SetConnectionHooks(ConnectionHooks hooks) { hooks_ = std::move(hooks); }
 
@@ -97,18 +105,23 @@ class DomainLister {
                                                       std::atomic<bool>* nowait,
                                                       unsigned int groups);
   // BulkStats, but not held up by a domain whose QEMU does not answer: the
-  // call runs on a thread of its own; if it is not back within a budget,
-  // virDomainGetControlInfo (no job, no monitor) finds the domains whose
-  // monitor has been occupied that long, they are marked busy until the
-  // stuck call returns and added to `stuck`, and the stats of the others
-  // are read again without them.
+  // call runs on a thread of its own (holding an admission on its
+  // connection); if it is not back within a budget, another connection is
+  // leased, virDomainGetControlInfo (no job, no monitor) on it finds the
+  // domains whose monitor has been occupied that long, they are marked busy
+  // until the stuck call returns and added to `stuck`, and the stats of the
+  // others are read again there. `*left_behind`: the call is still running
+  // on the domains' connection, so the caller must make no more calls on it.
   absl::StatusOr<std::vector<Stats>> BulkStatsAvoidingStuck(
       const std::vector<virDomainPtr>& doms, absl::Time deadline,
-      absl::flat_hash_set<std::string>* stuck);
+      absl::flat_hash_set<std::string>* stuck, bool* left_behind);
   // Builds the Domain for one listed domain; nullopt if it vanished meanwhile.
+  // may_call = false: no calls on dom's connection (facts from memory, stale
+  // if none are cached).
   std::optional<v1::Domain> Describe(virDomainPtr dom, const std::string& uuid,
                                      const Stats* stats, bool refresh_facts,
-                                     absl::Time deadline, bool need_facts = true);
+                                     absl::Time deadline, bool need_facts = true,
+                                     bool may_call = true);
 
   const Options options_;
   const std::shared_ptr<DomainFactsCache> cache_;

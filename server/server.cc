@@ -130,7 +130,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
                  s.message());
     }
     // States only: no per-domain calls, however many domains there are, and
-    // none a frozen QEMU can hold up (keepalive bounds a stalled libvirtd).
+    // none a frozen QEMU can hold up. (A stopped libvirtd holds it up until
+    // keepalive gives up, like an open; meanwhile the other slots are not
+    // reopened.)
     absl::StatusOr<std::vector<v1::Domain>> listed =
         lister->ListEverything(conn, absl::InfiniteFuture(), /*need_facts=*/false);
     absl::Status status = listed.status();
@@ -162,6 +164,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
          std::shared_ptr<ConnectionPool> p = pool_ref->Get();
          if (p == nullptr) return absl::UnavailableError("hypervisor connections not ready");
          return p->Acquire(deadline);
+       },
+       [pool_ref](virConnectPtr conn) -> std::optional<ConnectionPool::Lease> {
+         std::shared_ptr<ConnectionPool> p = pool_ref->Get();
+         if (p == nullptr) return std::nullopt;
+         return p->Hold(conn);
        }});
   pool_options.on_event_connection_lost = [mirror = server->mirror_](const std::string& why) {
     mirror->OnLost(why);

@@ -37,6 +37,32 @@ TEST(ConnectionPoolTest, OpensEveryConnectionReadOnly) {
   EXPECT_EQ(virGetLastErrorCode(), VIR_ERR_OPERATION_DENIED);
 }
 
+// A call left running after its caller's lease is released (a bulk-stats
+// call on a frozen guest) keeps its connection to itself: nobody else is
+// handed it until the call's own hold is released.
+TEST(ConnectionPoolTest, AHoldKeepsItsConnectionOutOfAdmission) {
+  auto pool = ConnectionPool::Create(TestOptions(1, 1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::optional<ConnectionPool::Lease> hold;
+  {
+    absl::StatusOr<ConnectionPool::Lease> lease = (*pool)->Acquire(absl::InfiniteFuture());
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    hold = (*pool)->Hold(lease->get());  // past the cap of 1
+    ASSERT_TRUE(hold.has_value());
+    EXPECT_EQ(hold->get(), lease->get());
+    EXPECT_EQ((*pool)->GetSnapshot().in_flight, 2);
+  }
+  EXPECT_EQ((*pool)->Acquire(absl::Now() + absl::Milliseconds(50)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  hold.reset();
+  EXPECT_TRUE((*pool)->Acquire(absl::Now() + absl::Seconds(5)).ok());
+  // Not a connection of the pool: nothing to hold.
+  virConnectPtr stranger = virConnectOpenReadOnly("test:///default");
+  ASSERT_NE(stranger, nullptr);
+  EXPECT_FALSE((*pool)->Hold(stranger).has_value());
+  virConnectClose(stranger);
+}
+
 TEST(ConnectionPoolTest, AdmitsAtMostTheCapPerConnection) {
   auto pool = ConnectionPool::Create(TestOptions(2, 2));
   ASSERT_TRUE(pool.ok()) << pool.status();
