@@ -79,8 +79,8 @@ absl::Status PrivateLibvirtd::Spawn() {
   // Everything the child needs is made before fork: between fork and exec
   // only async-signal-safe calls. (This process has many threads; the child
   // of one that forks while another holds the allocator's or environment's
-  // lock deadlocks in setenv or malloc. That was the libvirtd that "never
-  // created its socket", seen under ASan.)
+  // lock deadlocks in setenv or malloc: the likely cause of a libvirtd that
+  // "never created its socket", seen twice under ASan.)
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     if (!absl::StartsWith(*e, "LIBVIRT_DRIVER_DIR=")) env.emplace_back(*e);
@@ -160,9 +160,9 @@ absl::Status PrivateLibvirtd::Restart() {
   Kill();
   absl::Status s = Spawn();
   if (s.ok()) return s;
-  // A libvirtd that never came up was seen in sanitizer runs: the child
-  // deadlocked before exec (see Spawn). Should anything else keep one from
-  // starting, say so, and start it once more.
+  // A libvirtd that never came up was seen in sanitizer runs (likely the
+  // child deadlocked before exec; see Spawn). Should one not start, say
+  // so, and start it once more.
   std::fprintf(stderr, "PrivateLibvirtd: restart failed (%s); starting it once more\n",
                std::string(s.message()).c_str());
   Kill();
