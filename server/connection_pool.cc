@@ -30,6 +30,7 @@ class ConnectionPool::Core {
   struct Slot {
     ConnectHandle conn;         // null while closed
     int in_flight = 0;          // leases out on the current connection
+    int held = 0;               // Hold()s out: no new leases while any
     bool broken = false;        // seen dead; the maintenance thread replaces it
     bool retired = false;       // broken by Retire(): a call on it is stuck
     absl::Time next_attempt = absl::InfinitePast();
@@ -66,7 +67,7 @@ class ConnectionPool::Core {
         const Slot& s = slots_[i];
         if (!s.conn || s.broken) continue;
         ++live;
-        if (s.in_flight >= options_.max_calls_per_connection) continue;
+        if (s.in_flight >= options_.max_calls_per_connection || s.held > 0) continue;
         // Least loaded; on a tie, not the event connection (slot 0): a call
         // stuck there cannot be moved off it (see Retire).
         if (best < 0 || s.in_flight < slots_[best].in_flight ||
@@ -96,7 +97,7 @@ class ConnectionPool::Core {
     }
   }
 
-  void Release(int slot, uint64_t generation, virConnectPtr conn) {
+  void Release(int slot, uint64_t generation, virConnectPtr conn, bool hold) {
     // Cheap and local (no round trip): catches a connection that died under
     // this call even on drivers without a close callback.
     const bool alive = virConnectIsAlive(conn) == 1;
@@ -104,7 +105,7 @@ class ConnectionPool::Core {
       absl::MutexLock lock(&mu_);
       Slot& s = slots_[slot];
       if (s.generation == generation) {
-        --s.in_flight;
+        --(hold ? s.held : s.in_flight);
         if (!alive && !s.broken) {
           s.broken = true;
           last_error_ = absl::StrCat(options_.uri, ": connection is no longer alive");
@@ -129,10 +130,13 @@ class ConnectionPool::Core {
 
   std::optional<Acquired> Hold(virConnectPtr conn) {
     absl::MutexLock lock(&mu_);
+    // With a single connection, holding it would stop every call until the
+    // held one returns: calls share it with the held call instead.
+    if (slots_.size() == 1) return std::nullopt;
     for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
       Slot& s = slots_[i];
       if (s.conn && s.conn.get() == conn) {
-        ++s.in_flight;
+        ++s.held;
         virConnectRef(conn);  // the lease's own reference
         return Acquired{i, s.generation, conn};
       }
@@ -182,6 +186,7 @@ class ConnectionPool::Core {
           s.broken = false;
           s.retired = false;
           s.in_flight = 0;  // leases still out belong to the old generation
+          s.held = 0;
           ++s.generation;
           s.next_attempt = now;  // first reconnect attempt is immediate
         }
@@ -201,6 +206,10 @@ class ConnectionPool::Core {
       }
       LogWarning("libvirt connection ", slot, " to ", options_.uri, " lost; reopening");
       UnregisterClose(conn.get());
+      // (Dropping the registrations is a call, but on a client that is
+      // already closed or closing, which fails at once without entering its
+      // I/O loop: safe beside calls still out on it. Only Retire() drops a
+      // live connection, and never this one.)
       if (slot == 0 && options_.on_event_connection_closing) {
         options_.on_event_connection_closing(conn.get());
       }
@@ -358,7 +367,7 @@ class ConnectionPool::Core {
         absl::Condition(this, &Core::MaintenanceExitedLocked), deadline);
     for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
       Slot& s = slots_[i];
-      if (s.conn) conns.push_back({i, std::move(s.conn), s.in_flight > 0});
+      if (s.conn) conns.push_back({i, std::move(s.conn), s.in_flight > 0 || s.held > 0});
       ++s.generation;
     }
     return conns;
@@ -440,7 +449,7 @@ class ConnectionPool::Core {
     for (const Slot& s : slots_) {
       if (!s.conn || s.broken) continue;
       any_live = true;
-      if (s.in_flight < options_.max_calls_per_connection) return true;
+      if (s.in_flight < options_.max_calls_per_connection && s.held == 0) return true;
     }
     return !any_live;
   }
@@ -468,14 +477,15 @@ class ConnectionPool::Core {
 // --- Lease
 
 ConnectionPool::Lease::Lease(std::shared_ptr<Core> core, int slot, uint64_t generation,
-                             virConnectPtr conn)
-    : core_(std::move(core)), slot_(slot), generation_(generation), conn_(conn) {}
+                             virConnectPtr conn, bool hold)
+    : core_(std::move(core)), slot_(slot), generation_(generation), conn_(conn), hold_(hold) {}
 
 ConnectionPool::Lease::Lease(Lease&& other) noexcept
     : core_(std::move(other.core_)),
       slot_(other.slot_),
       generation_(other.generation_),
-      conn_(other.conn_) {
+      conn_(other.conn_),
+      hold_(other.hold_) {
   other.conn_ = nullptr;
 }
 
@@ -486,6 +496,7 @@ ConnectionPool::Lease& ConnectionPool::Lease::operator=(Lease&& other) noexcept 
     slot_ = other.slot_;
     generation_ = other.generation_;
     conn_ = other.conn_;
+    hold_ = other.hold_;
     other.conn_ = nullptr;
   }
   return *this;
@@ -495,7 +506,7 @@ ConnectionPool::Lease::~Lease() { Release(); }
 
 void ConnectionPool::Lease::Release() {
   if (conn_ == nullptr) return;
-  core_->Release(slot_, generation_, conn_);
+  core_->Release(slot_, generation_, conn_, hold_);
   conn_ = nullptr;
   core_.reset();
 }
@@ -534,7 +545,7 @@ ConnectionPool::~ConnectionPool() { Shutdown(); }
 absl::StatusOr<ConnectionPool::Lease> ConnectionPool::Acquire(absl::Time deadline) {
   absl::StatusOr<Core::Acquired> got = core_->Acquire(deadline);
   if (!got.ok()) return got.status();
-  return Lease(core_, got->slot, got->generation, got->conn);
+  return Lease(core_, got->slot, got->generation, got->conn, /*hold=*/false);
 }
 
 void ConnectionPool::SetAvailabilityListener(std::function<void(bool up)> listener) {
@@ -548,7 +559,7 @@ bool ConnectionPool::Retire(virConnectPtr conn) { return core_->Retire(conn); }
 std::optional<ConnectionPool::Lease> ConnectionPool::Hold(virConnectPtr conn) {
   std::optional<Core::Acquired> got = core_->Hold(conn);
   if (!got) return std::nullopt;
-  return Lease(core_, got->slot, got->generation, got->conn);
+  return Lease(core_, got->slot, got->generation, got->conn, /*hold=*/true);
 }
 
 void ConnectionPool::Shutdown(absl::Time deadline) {

@@ -99,13 +99,15 @@ class ConnectionPool {
 
    private:
     friend class ConnectionPool;
-    Lease(std::shared_ptr<Core> core, int slot, uint64_t generation, virConnectPtr conn);
+    Lease(std::shared_ptr<Core> core, int slot, uint64_t generation, virConnectPtr conn,
+          bool hold);
     void Release();
 
     std::shared_ptr<Core> core_;
     int slot_ = -1;
     uint64_t generation_ = 0;  // which connection of the slot this lease counts against
     virConnectPtr conn_ = nullptr;
+    bool hold_ = false;  // from Hold(): counts as a hold, not an admission
   };
 
   // Initialises libvirt's event loop and starts the maintenance thread, which
@@ -133,11 +135,12 @@ class ConnectionPool {
   // 0); returns whether it was retired.
   bool Retire(virConnectPtr conn);
 
-  // An extra lease on `conn`, past its admission cap, for a call that must
-  // go on running on it after its caller's lease is released (a bulk-stats
-  // call left behind because a guest does not answer): while held, the
-  // connection is not leased to anyone else, so no second thread calls on
-  // it. nullopt if `conn` is not one of the pool's current connections.
+  // A hold on `conn`, outside admission, for a call that must go on running
+  // on it after its caller's lease is released (a bulk-stats call left
+  // behind because a guest does not answer): while any hold is out, the
+  // connection gets no new leases, so no second thread starts calling on
+  // it. nullopt if `conn` is not one of the pool's current connections, or
+  // is its only one (holding that would stop every call).
   std::optional<Lease> Hold(virConnectPtr conn);
 
   Snapshot GetSnapshot() const;

@@ -101,6 +101,7 @@ absl::Status PrivateLibvirtd::Spawn() {
     return absl::InternalError(absl::StrCat("cannot open /dev/null or ", log));
   }
   const pid_t parent = getpid();
+  const long max_fd = sysconf(_SC_OPEN_MAX);
   pid_ = fork();
   if (pid_ == 0) {
     // Die with the test process (even if it crashes), and share none of its
@@ -112,7 +113,9 @@ absl::Status PrivateLibvirtd::Spawn() {
       _exit(126);
     }
     // Nor its other descriptors (gRPC sockets, libvirt connections).
-    syscall(SYS_close_range, 3u, ~0u, 0u);
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
+      for (long fd = 3; fd < max_fd; ++fd) close(static_cast<int>(fd));  // kernels before 5.9
+    }
     execve(c_argv[0], c_argv.data(), c_env.data());
     _exit(127);
   }

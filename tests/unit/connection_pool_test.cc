@@ -38,29 +38,50 @@ TEST(ConnectionPoolTest, OpensEveryConnectionReadOnly) {
 }
 
 // A call left running after its caller's lease is released (a bulk-stats
-// call on a frozen guest) keeps its connection to itself: nobody else is
-// handed it until the call's own hold is released.
+// call on a frozen guest) keeps its connection to itself, whatever the cap:
+// nobody else is handed it until the call's own hold is released.
 TEST(ConnectionPoolTest, AHoldKeepsItsConnectionOutOfAdmission) {
-  auto pool = ConnectionPool::Create(TestOptions(1, 1));
+  auto pool = ConnectionPool::Create(TestOptions(2, 2));
   ASSERT_TRUE(pool.ok()) << pool.status();
   std::optional<ConnectionPool::Lease> hold;
+  virConnectPtr held = nullptr;
   {
     absl::StatusOr<ConnectionPool::Lease> lease = (*pool)->Acquire(absl::InfiniteFuture());
     ASSERT_TRUE(lease.ok()) << lease.status();
-    hold = (*pool)->Hold(lease->get());  // past the cap of 1
+    held = lease->get();
+    hold = (*pool)->Hold(held);
     ASSERT_TRUE(hold.has_value());
-    EXPECT_EQ(hold->get(), lease->get());
-    EXPECT_EQ((*pool)->GetSnapshot().in_flight, 2);
+    EXPECT_EQ(hold->get(), held);
+  }
+  EXPECT_EQ((*pool)->GetSnapshot().in_flight, 0) << "a hold is not a call admitted";
+  // Both admissions of the other connection, and then none.
+  std::vector<ConnectionPool::Lease> leases;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<ConnectionPool::Lease> l = (*pool)->Acquire(absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(l.ok()) << l.status();
+    EXPECT_NE(l->get(), held);
+    leases.push_back(*std::move(l));
   }
   EXPECT_EQ((*pool)->Acquire(absl::Now() + absl::Milliseconds(50)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   hold.reset();
-  EXPECT_TRUE((*pool)->Acquire(absl::Now() + absl::Seconds(5)).ok());
+  absl::StatusOr<ConnectionPool::Lease> freed = (*pool)->Acquire(absl::Now() + absl::Seconds(5));
+  ASSERT_TRUE(freed.ok()) << freed.status();
+  EXPECT_EQ(freed->get(), held);
   // Not a connection of the pool: nothing to hold.
   virConnectPtr stranger = virConnectOpenReadOnly("test:///default");
   ASSERT_NE(stranger, nullptr);
   EXPECT_FALSE((*pool)->Hold(stranger).has_value());
   virConnectClose(stranger);
+}
+
+// With one connection, a hold would stop every call: there is none.
+TEST(ConnectionPoolTest, ASingleConnectionIsNeverHeld) {
+  auto pool = ConnectionPool::Create(TestOptions(1, 1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  absl::StatusOr<ConnectionPool::Lease> lease = (*pool)->Acquire(absl::InfiniteFuture());
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_FALSE((*pool)->Hold(lease->get()).has_value());
 }
 
 TEST(ConnectionPoolTest, AdmitsAtMostTheCapPerConnection) {
