@@ -20,66 +20,19 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "tests/support/child_process.h"
 #include "virtgate/client.h"
 
-extern char** environ;
-
 namespace virtgate::cli_test {
-namespace {
 
-// execve's view of `strings`, which must outlive it.
-std::vector<char*> CStrings(std::vector<std::string>* strings) {
-  std::vector<char*> out;
-  for (std::string& s : *strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
-absl::string_view VariableName(absl::string_view entry) {
-  return entry.substr(0, entry.find('='));
-}
-
-}  // namespace
-
-std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const absl::string_view entry = *e;
-    const absl::string_view name = VariableName(entry);
-    if (name == "VIRTGATE_SERVER" || name == "GRPC_VERBOSITY" || name == "GRPC_TRACE") continue;
-    bool overridden = false;
-    for (const std::string& x : extra) overridden = overridden || VariableName(x) == name;
-    if (!overridden) env.emplace_back(entry);
-  }
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
-}
-
-absl::StatusOr<pid_t> Spawn(std::vector<std::string> argv, std::vector<std::string> env,
+absl::StatusOr<pid_t> Spawn(std::vector<std::string> argv, std::vector<std::string> extra_env,
                             int stdout_fd, int stderr_fd) {
-  std::vector<char*> c_argv = CStrings(&argv);
-  std::vector<char*> c_env = CStrings(&env);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    // The test may block signals in its threads; children start clean.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    const int null_fd = open("/dev/null", O_RDONLY);
-    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(stdout_fd, STDOUT_FILENO) < 0 ||
-        dup2(stderr_fd, STDERR_FILENO) < 0) {
-      _exit(127);
-    }
-    execve(c_argv[0], c_argv.data(), c_env.data());
-    static constexpr char kExecFailed[] = "exec failed\n";
-    (void)!write(STDERR_FILENO, kExecFailed, sizeof(kExecFailed) - 1);
-    _exit(127);
-  }
-  return pid;
+  testing::ChildOptions o;
+  o.argv = std::move(argv);
+  o.extra_env = std::move(extra_env);
+  o.log_fd = stdout_fd;
+  o.stderr_fd = stderr_fd;
+  return testing::SpawnChild(o);
 }
 
 std::optional<int> WaitForExit(pid_t pid, absl::Time deadline) {
@@ -133,7 +86,7 @@ CommandResult Run(std::vector<std::string> argv, const std::vector<std::string>&
     return result;
   }
   absl::StatusOr<pid_t> pid =
-      Spawn(std::move(argv), ChildEnvironment(extra_env), out_pipe[1], err_pipe[1]);
+      Spawn(std::move(argv), extra_env, out_pipe[1], err_pipe[1]);
   close(out_pipe[1]);
   close(err_pipe[1]);
   const absl::Time deadline = absl::Now() + kProcessDeadline;
@@ -219,7 +172,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
                                    absl::StrCat("--listen=", server->target_),
                                    "--shutdown_grace=5s"};
   argv.insert(argv.end(), config.extra_flags.begin(), config.extra_flags.end());
-  absl::StatusOr<pid_t> pid = Spawn(std::move(argv), ChildEnvironment({}), log_fd, log_fd);
+  absl::StatusOr<pid_t> pid = Spawn(std::move(argv), {}, log_fd, log_fd);
   close(log_fd);
   if (!pid.ok()) return pid.status();
   server->pid_ = *pid;

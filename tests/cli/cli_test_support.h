@@ -28,16 +28,9 @@ inline constexpr absl::Duration kProcessDeadline = absl::Seconds(30);
 // How often a wait re-checks its condition; no outcome depends on it.
 inline constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
 
-// Environment for children: ours, minus what would change their behaviour
-// behind the test's back (a default server, gRPC's own stderr logging),
-// plus `extra` ("NAME=value").
-std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra);
-
-// fork + execve with stdout/stderr on the given descriptors and stdin from
-// /dev/null. The child dies with the test (PR_SET_PDEATHSIG), so a crashed
-// test leaves no process behind. Everything the child touches between fork
-// and exec is prepared before the fork (the parent has gRPC threads).
-absl::StatusOr<pid_t> Spawn(std::vector<std::string> argv, std::vector<std::string> env,
+// testing::SpawnChild with stdout and stderr on the given descriptors and
+// `extra_env` ("NAME=value") on top of testing::ChildEnvironment.
+absl::StatusOr<pid_t> Spawn(std::vector<std::string> argv, std::vector<std::string> extra_env,
                             int stdout_fd, int stderr_fd);
 
 // Waits for `pid` to exit until `deadline`; nullopt if it is still running.

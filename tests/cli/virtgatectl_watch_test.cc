@@ -116,7 +116,7 @@ class PrivateLibvirtd {
     if (log_fd < 0) return absl::InternalError(absl::StrCat("open log: ", std::strerror(errno)));
     absl::StatusOr<pid_t> pid =
         Spawn({kLibvirtd, "-f", conf, "--pid-file", dir + "/pid"},
-              cli_test::ChildEnvironment({absl::StrCat("LIBVIRT_DRIVER_DIR=", dir, "/drivers")}),
+              {absl::StrCat("LIBVIRT_DRIVER_DIR=", dir, "/drivers")},
               log_fd, log_fd);
     close(log_fd);
     if (!pid.ok()) return pid.status();
@@ -279,7 +279,7 @@ class WatchProcess {
     }
     args.insert(args.begin(), VIRTGATECTL_PATH);
     absl::StatusOr<pid_t> pid =
-        Spawn(std::move(args), cli_test::ChildEnvironment({}), out_pipe[1], err_pipe[1]);
+        Spawn(std::move(args), {}, out_pipe[1], err_pipe[1]);
     close(out_pipe[1]);
     close(err_pipe[1]);
     w->out_fd_ = out_pipe[0];

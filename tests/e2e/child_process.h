@@ -1,11 +1,5 @@
 // Child processes for the end-to-end tests: daemons (virtlogd, libvirtd) and
-// virtgated, started with fork + exec and stopped by pid.
-//
-// Everything the child touches between fork and exec is prepared before the
-// fork (the test has gRPC and libvirt threads). The child dies with the
-// thread that forked it (PR_SET_PDEATHSIG), starts with no signals blocked,
-// stdin from /dev/null, stdout and stderr on `log_fd`, and no other
-// inherited descriptors.
+// virtgated, started with the tests' shared SpawnChild and stopped by pid.
 #pragma once
 
 #include <sys/types.h>
@@ -16,23 +10,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "tests/support/child_process.h"
 
 namespace virtgate::e2e {
 
-struct ChildOptions {
-  std::vector<std::string> argv;  // argv[0] is the program's path
-  // Extra "NAME=value" entries on top of the test's environment.
-  std::vector<std::string> extra_env;
-  int log_fd = -1;  // stdout and stderr; -1: /dev/null
-  int death_signal = 0;  // 0: SIGKILL
-  // Run as this user (and group, and supplementary groups) instead of ours;
-  // needs root.
-  std::optional<uid_t> uid;
-  std::optional<gid_t> gid;
-  std::vector<gid_t> groups;
-};
-
-absl::StatusOr<pid_t> SpawnChild(const ChildOptions& options);
+// Started by the tests' shared spawner (tests/support/child_process.h).
+using testing::ChildOptions;
+using testing::SpawnChild;
 
 // Waits until `pid` (our child) exits; its wait status, or nullopt if it is
 // still running at `deadline`.

@@ -4,8 +4,6 @@
 #include <libvirt/virterror.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,9 +15,9 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/libvirt_event_loop.h"
+#include "tests/support/child_process.h"
 
 namespace virtgate::testing {
 namespace {
@@ -76,52 +74,21 @@ absl::Status PrivateLibvirtd::Spawn() {
   const std::string drivers = dir_ + "/drivers";
   const std::string log = dir_ + "/libvirtd.log";
   std::filesystem::remove(dir_ + "/sock/libvirt-sock");
-  // Everything the child needs is made before fork: between fork and exec
-  // only async-signal-safe calls. (This process has many threads; the child
-  // of one that forks while another holds the allocator's or environment's
-  // lock deadlocks in setenv or malloc: the likely cause of a libvirtd that
-  // "never created its socket", seen twice under ASan.)
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (!absl::StartsWith(*e, "LIBVIRT_DRIVER_DIR=")) env.emplace_back(*e);
-  }
-  env.push_back(absl::StrCat("LIBVIRT_DRIVER_DIR=", drivers));
-  std::vector<char*> c_env;
-  for (std::string& e : env) c_env.push_back(e.data());
-  c_env.push_back(nullptr);
-  std::vector<std::string> argv = {kLibvirtd, "-f", conf, "--pid-file", pidfile};
-  std::vector<char*> c_argv;
-  for (std::string& a : argv) c_argv.push_back(a.data());
-  c_argv.push_back(nullptr);
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  // SpawnChild makes only async-signal-safe calls between fork and exec.
+  // (This used to fork and then call setenv: in a many-threaded test, the
+  // likely cause of a libvirtd that "never created its socket", seen twice
+  // under ASan.) The child shares none of the test's standard streams, or a
+  // pipe reading the test's output never ends.
   const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (null_fd < 0 || log_fd < 0) {
-    if (null_fd >= 0) close(null_fd);
-    if (log_fd >= 0) close(log_fd);
-    return absl::InternalError(absl::StrCat("cannot open /dev/null or ", log));
-  }
-  const pid_t parent = getpid();
-  const long max_fd = sysconf(_SC_OPEN_MAX);
-  pid_ = fork();
-  if (pid_ == 0) {
-    // Die with the test process (even if it crashes), and share none of its
-    // standard streams, or a pipe reading the test's output never ends.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);  // the test died before prctl
-    if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-        dup2(log_fd, STDERR_FILENO) < 0) {
-      _exit(126);
-    }
-    // Nor its other descriptors (gRPC sockets, libvirt connections).
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
-      for (long fd = 3; fd < max_fd; ++fd) close(static_cast<int>(fd));  // kernels before 5.9
-    }
-    execve(c_argv[0], c_argv.data(), c_env.data());
-    _exit(127);
-  }
-  close(null_fd);
+  if (log_fd < 0) return absl::InternalError(absl::StrCat("cannot open ", log));
+  ChildOptions o;
+  o.argv = {kLibvirtd, "-f", conf, "--pid-file", pidfile};
+  o.extra_env = {absl::StrCat("LIBVIRT_DRIVER_DIR=", drivers)};
+  o.log_fd = log_fd;
+  absl::StatusOr<pid_t> pid = SpawnChild(o);
   close(log_fd);
-  if (pid_ < 0) return absl::InternalError("fork failed");
+  if (!pid.ok()) return pid.status();
+  pid_ = *pid;
   // Ready when a client can open the socket and talk to it.
   const bool up = WaitFor(
       [&] {

@@ -1,0 +1,44 @@
+// Starting a child process from a test: virtgated, virtgatectl, libvirtd,
+// virtlogd. One fork + execve for every test binary (the cli tests, the
+// private libvirtd fixture, the end-to-end tests).
+//
+// Everything the child touches between fork and exec is prepared before the
+// fork: test binaries have many threads (gRPC, libvirt), and a child forked
+// while another thread holds a lock (the allocator's, the environment's)
+// deadlocks if it takes it. The child dies with the thread that forked it
+// (PR_SET_PDEATHSIG), starts with no signals blocked, stdin from /dev/null,
+// and inherits no other descriptor of the test.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace virtgate::testing {
+
+// The test's environment, minus what would change a child's behaviour
+// behind the test's back (a default server for virtgatectl, gRPC's own
+// logging and tracing), plus `extra` ("NAME=value", replacing ours).
+std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra);
+
+struct ChildOptions {
+  std::vector<std::string> argv;  // argv[0] is the program's path
+  // Extra "NAME=value" entries on top of ChildEnvironment.
+  std::vector<std::string> extra_env;
+  int log_fd = -1;     // stdout and stderr; -1: /dev/null
+  int stderr_fd = -1;  // stderr, if not log_fd
+  int death_signal = 0;  // 0: SIGKILL
+  // Run as this user (and group, and supplementary groups) instead of ours;
+  // needs root.
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::vector<gid_t> groups;
+};
+
+absl::StatusOr<pid_t> SpawnChild(const ChildOptions& options);
+
+}  // namespace virtgate::testing
