@@ -25,6 +25,7 @@
 
 #include "server/libvirt_handles.h"
 #include "server/server.h"
+#include "tests/bench/direct_listing.h"
 #include "tests/bench/latencies.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"
@@ -92,21 +93,13 @@ void BM_LibvirtBulkFloor(benchmark::State& state) {
   bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    virDomainPtr* doms = nullptr;
-    const int n = virConnectListAllDomains(rig->direct.get(), &doms, 0);
-    std::vector<DomainHandle> owned = AdoptDomainArray(doms, n);
-    std::vector<virDomainPtr> list;
-    for (auto& d : owned) list.push_back(d.get());
-    list.push_back(nullptr);
-    virDomainStatsRecordPtr* records = nullptr;
-    const int m = virDomainListGetStats(
-        list.data(),
-        VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON |
-            VIR_DOMAIN_STATS_VCPU,
-        &records, VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
-    DomainStatsList free_records(records);
+    const bench::DirectListing l = bench::ListAllWithStats(
+        rig->direct.get(), VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
+                               VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU);
     lat.Add(std::chrono::steady_clock::now() - t0);
-    if (n != kDomains + 1 || m != n) state.SkipWithError("libvirt listing incomplete");
+    if (l.listed != kDomains + 1 || l.with_stats != l.listed) {
+      state.SkipWithError("libvirt listing incomplete");
+    }
   }
   lat.Report(state);
   state.counters["domains"] = kDomains + 1;

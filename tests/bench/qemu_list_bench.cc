@@ -33,6 +33,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "server/libvirt_handles.h"
+#include "tests/bench/direct_listing.h"
 #include "tests/bench/latencies.h"
 #include "tests/e2e/libvirt_direct.h"
 #include "tests/e2e/qemu_guests.h"
@@ -153,40 +154,37 @@ bool Ready(benchmark::State& state) {
   return true;
 }
 
+// The figures every benchmark here reports.
+void Report(benchmark::State& state, bench::Latencies& lat) {
+  lat.Report(state);
+  state.counters["domains"] = rig->domains;
+  state.counters["running_qemu_guests"] = kGuests;
+}
+
 void BM_DirectListAllPlusBulkStats(benchmark::State& state) {
   if (!Ready(state)) return;
   bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    virDomainPtr* doms = nullptr;
-    const int n = virConnectListAllDomains(rig->direct.get(), &doms, 0);
-    std::vector<DomainHandle> owned = AdoptDomainArray(doms, n);
-    std::vector<virDomainPtr> list;
-    for (auto& d : owned) list.push_back(d.get());
-    list.push_back(nullptr);
-    virDomainStatsRecordPtr* records = nullptr;
-    const int m = virDomainListGetStats(list.data(), kGroups, &records,
-                                        VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
-    DomainStatsList free_records(records);
+    const bench::DirectListing l = bench::ListAllWithStats(rig->direct.get(), kGroups);
     lat.Add(std::chrono::steady_clock::now() - t0);
-    if (n < kGuests || m != n) {
+    if (l.listed < kGuests || l.with_stats != l.listed) {
       state.SkipWithError("libvirt listing incomplete");
       return;
     }
   }
-  lat.Report(state);
-  state.counters["domains"] = rig->domains;
-  state.counters["running_qemu_guests"] = kGuests;
+  Report(state, lat);
 }
 BENCHMARK(BM_DirectListAllPlusBulkStats)->Iterations(200)->Unit(benchmark::kMillisecond);
 
-void BM_DirectGetAllDomainStats(benchmark::State& state) {
+// One virConnectGetAllDomainStats of `groups` per iteration.
+void TimeGetAllDomainStats(benchmark::State& state, unsigned int groups) {
   if (!Ready(state)) return;
   bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     virDomainStatsRecordPtr* records = nullptr;
-    const int m = virConnectGetAllDomainStats(rig->direct.get(), kGroups, &records,
+    const int m = virConnectGetAllDomainStats(rig->direct.get(), groups, &records,
                                               VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
     DomainStatsList free_records(records);
     lat.Add(std::chrono::steady_clock::now() - t0);
@@ -195,32 +193,16 @@ void BM_DirectGetAllDomainStats(benchmark::State& state) {
       return;
     }
   }
-  lat.Report(state);
-  state.counters["domains"] = rig->domains;
-  state.counters["running_qemu_guests"] = kGuests;
+  Report(state, lat);
 }
+
+void BM_DirectGetAllDomainStats(benchmark::State& state) { TimeGetAllDomainStats(state, kGroups); }
 BENCHMARK(BM_DirectGetAllDomainStats)->Iterations(200)->Unit(benchmark::kMillisecond);
 
 // For comparison: the state group alone never takes a domain's job or asks
 // its QEMU monitor; the difference to the full groups is the monitor's cost.
 void BM_DirectGetAllDomainStatsStateOnly(benchmark::State& state) {
-  if (!Ready(state)) return;
-  bench::Latencies lat;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    virDomainStatsRecordPtr* records = nullptr;
-    const int m = virConnectGetAllDomainStats(rig->direct.get(), VIR_DOMAIN_STATS_STATE, &records,
-                                              VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
-    DomainStatsList free_records(records);
-    lat.Add(std::chrono::steady_clock::now() - t0);
-    if (m < kGuests) {
-      state.SkipWithError("libvirt bulk stats incomplete");
-      return;
-    }
-  }
-  lat.Report(state);
-  state.counters["domains"] = rig->domains;
-  state.counters["running_qemu_guests"] = kGuests;
+  TimeGetAllDomainStats(state, VIR_DOMAIN_STATS_STATE);
 }
 BENCHMARK(BM_DirectGetAllDomainStatsStateOnly)->Iterations(200)->Unit(benchmark::kMillisecond);
 
@@ -243,9 +225,7 @@ void BM_VirtgateListDomains(benchmark::State& state) {
       return;
     }
   }
-  lat.Report(state);
-  state.counters["domains"] = rig->domains;
-  state.counters["running_qemu_guests"] = kGuests;
+  Report(state, lat);
 }
 BENCHMARK(BM_VirtgateListDomains)->Iterations(200)->Unit(benchmark::kMillisecond);
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -127,66 +128,49 @@ class ResilienceTest : public ::testing::Test {
     EXPECT_NE(d, nullptr) << name;
     return d;
   }
+  // How many entries of /proc/<virtgated>/<dir> fall under each key.
+  std::map<std::string, int> CountEntries(
+      const std::string& subdir, const std::function<std::string(const std::string&)>& key) {
+    std::map<std::string, int> counts;
+    const std::string dir = absl::StrCat("/proc/", server_->pid(), "/", subdir);
+    if (DIR* d = opendir(dir.c_str())) {
+      while (dirent* e = readdir(d)) {
+        if (e->d_name[0] != '.') ++counts[key(absl::StrCat(dir, "/", e->d_name))];
+      }
+      closedir(d);
+    }
+    return counts;
+  }
   // Open descriptors by kind (socket, pipe, anon_inode:[eventfd], a file's
   // path): which kind a leak is narrows down who holds it.
   std::map<std::string, int> FdKinds() {
-    std::map<std::string, int> kinds;
-    const std::string dir = absl::StrCat("/proc/", server_->pid(), "/fd");
-    if (DIR* d = opendir(dir.c_str())) {
-      while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        char target[256];
-        const ssize_t n =
-            readlink(absl::StrCat(dir, "/", e->d_name).c_str(), target, sizeof target - 1);
-        std::string kind = n > 0 ? std::string(target, n) : "?";
-        if (size_t bracket = kind.find(":["); bracket != std::string::npos &&
-                                              kind.compare(0, 11, "anon_inode:") != 0) {
-          kind.resize(bracket);  // socket:[123] -> socket
-        }
-        ++kinds[kind];
+    return CountEntries("fd", [](const std::string& path) {
+      char target[256];
+      const ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
+      std::string kind = n > 0 ? std::string(target, n) : "?";
+      if (size_t bracket = kind.find(":["); bracket != std::string::npos &&
+                                            kind.compare(0, 11, "anon_inode:") != 0) {
+        kind.resize(bracket);  // socket:[123] -> socket
       }
-      closedir(d);
-    }
-    return kinds;
+      return kind;
+    });
   }
-  static std::string Describe(const std::map<std::string, int>& kinds) {
-    std::string out;
-    for (const auto& [kind, n] : kinds) absl::StrAppend(&out, kind, " x", n, "; ");
-    return out;
+  // Threads by name.
+  std::map<std::string, int> ThreadNames() {
+    return CountEntries("task", [](const std::string& path) {
+      std::ifstream comm(path + "/comm");
+      std::string name;
+      std::getline(comm, name);
+      return name;
+    });
   }
   // Threads virtgated started itself (they keep the program's name; gRPC
   // names its own pools, which grow with load up to a fixed bound and stay).
-  int OwnThreads() {
-    int n = 0;
-    const std::string dir = absl::StrCat("/proc/", server_->pid(), "/task");
-    if (DIR* d = opendir(dir.c_str())) {
-      while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::ifstream comm(absl::StrCat(dir, "/", e->d_name, "/comm"));
-        std::string name;
-        std::getline(comm, name);
-        n += name == "virtgated" ? 1 : 0;
-      }
-      closedir(d);
-    }
-    return n;
-  }
-  // "name xN" per thread name, for failure messages.
-  std::string ThreadNames() {
-    std::map<std::string, int> names;
-    const std::string dir = absl::StrCat("/proc/", server_->pid(), "/task");
-    if (DIR* d = opendir(dir.c_str())) {
-      while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::ifstream comm(absl::StrCat(dir, "/", e->d_name, "/comm"));
-        std::string name;
-        std::getline(comm, name);
-        ++names[name];
-      }
-      closedir(d);
-    }
+  int OwnThreads() { return ThreadNames()["virtgated"]; }
+  // "key xN; ...", for failure messages.
+  static std::string Describe(const std::map<std::string, int>& counts) {
     std::string out;
-    for (const auto& [name, n] : names) absl::StrAppend(&out, name, " x", n, "; ");
+    for (const auto& [key, n] : counts) absl::StrAppend(&out, key, " x", n, "; ");
     return out;
   }
 
@@ -228,7 +212,7 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
     ASSERT_EQ(List(absl::Seconds(5)).code, grpc::StatusCode::OK);
   }
   const int base_threads = OwnThreads();
-  const std::string base_names = ThreadNames();
+  const std::string base_names = Describe(ThreadNames());
   const std::map<std::string, int> base_fds = FdKinds();
   const size_t base_log_size = server_->Log().size();
 
@@ -374,7 +358,7 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
 
   EXPECT_TRUE(WaitFor([&] { return OwnThreads() <= base_threads; }, absl::Seconds(30)))
       << "threads " << OwnThreads() << " vs baseline " << base_threads << "\nnow:  "
-      << ThreadNames() << "\nthen: " << base_names;
+      << Describe(ThreadNames()) << "\nthen: " << base_names;
 }
 
 // libvirtd stopped (SIGSTOP) for 10 s under load: health and GetHostInfo
