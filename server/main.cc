@@ -12,7 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "server/log.h"
+#include "server/base/log.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",

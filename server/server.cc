@@ -11,8 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/lifecycle_events.h"
-#include "server/log.h"
+#include "server/base/log.h"
 
 namespace virtgate {
 namespace {
@@ -58,6 +57,43 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   return grpc::SslServerCredentials(ssl);
 }
 
+absl::Status ValidateOptions(const Server::Options& options) {
+  if (options.workers < 1 || options.workers > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workers must be between 1 and 1024, got ", options.workers));
+  }
+  if (options.max_queued_calls < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_queued_calls must not be negative, got ", options.max_queued_calls));
+  }
+  if (options.max_replacement_workers < 0 || options.max_replacement_workers > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_replacement_workers must be between 0 and 1024, got ",
+        options.max_replacement_workers));
+  }
+  return absl::OkStatus();
+}
+
+ConnectOptions Connect(const Server::Options& o) {
+  return {o.libvirt_uri, o.read_only, o.keepalive_interval_s, o.keepalive_count};
+}
+
+ConnectionPool::Options PoolOptions(const Server::Options& o) {
+  ConnectionPool::Options pool;
+  pool.connect = Connect(o);
+  pool.size = o.pool_size;
+  pool.max_calls_per_connection = o.max_calls_per_connection;
+  pool.max_backoff = o.reconnect_max_backoff;
+  return pool;
+}
+
+LifecycleFeed::Options FeedOptions(const Server::Options& o) {
+  LifecycleFeed::Options feed;
+  feed.connect = Connect(o);
+  feed.max_backoff = o.reconnect_max_backoff;
+  return feed;
+}
+
 }  // namespace
 
 bool IsLoopbackOrUnix(const std::string& listen) {
@@ -75,155 +111,97 @@ bool IsLoopbackOrUnix(const std::string& listen) {
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
-  if (options.workers < 1 || options.workers > 1024) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--workers must be between 1 and 1024, got ", options.workers));
-  }
-  if (options.max_queued_calls < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max_queued_calls must not be negative, got ", options.max_queued_calls));
-  }
-  if (options.max_replacement_workers < 0 || options.max_replacement_workers > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max_replacement_workers must be between 0 and 1024, got ",
-        options.max_replacement_workers));
-  }
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options);
   if (!creds.ok()) return creds.status();
-
-  std::unique_ptr<Server> server(new Server());
-  server->options_ = options;
-
-  // Events first: the pool registers for them as soon as it connects.
-  server->facts_ = std::make_shared<DomainFactsCache>();
-  server->hub_ = std::make_shared<EventHub>(
-      EventHub::Options{options.event_history, options.watch_queue_depth});
-  LogInfo("event epoch ", server->hub_->epoch());
-  server->mirror_ = std::make_shared<LifecycleMirror>(server->hub_);
-  LifecycleEventSource events(server->mirror_, server->facts_);
-  server->lister_ = std::make_shared<DomainLister>(DomainLister::Options{}, server->facts_);
-
-  ConnectionPool::Options pool_options;
-  pool_options.uri = options.libvirt_uri;
-  pool_options.size = options.pool_size;
-  pool_options.read_only = options.read_only;
-  pool_options.max_calls_per_connection = options.max_calls_per_connection;
-  pool_options.keepalive_interval_s = options.keepalive_interval_s;
-  pool_options.keepalive_count = options.keepalive_count;
-  pool_options.max_backoff = options.reconnect_max_backoff;
-  // On every (re)open of the event connection: register, then list, so the
-  // mirror can tell watchers what changed while nobody was listening.
-  server->host_facts_ = std::make_shared<HostFacts>();
-  pool_options.on_event_connection = [events, mirror = server->mirror_, lister = server->lister_,
-                                      host = server->host_facts_](virConnectPtr conn) {
-    // Host facts first, so GetHostInfo has them as soon as we serve.
-    if (absl::Status s = host->Refresh(conn); !s.ok()) {
-      LogWarning("cannot read host facts: ", s.message());
-    }
-    mirror->BeginResync();
-    if (absl::Status s = events.Register(conn); !s.ok()) {
-      if (s.code() != absl::StatusCode::kUnimplemented) {
-        mirror->FinishResync(s);
-        return s;
-      }
-      LogWarning("this libvirt driver has no lifecycle events; watches will see none: ",
-                 s.message());
-    }
-    // States only: no per-domain calls, however many domains there are, and
-    // none a frozen QEMU can hold up. (A stopped libvirtd holds it up until
-    // keepalive gives up, like an open; meanwhile the other slots are not
-    // reopened.)
-    absl::StatusOr<std::vector<v1::Domain>> listed =
-        lister->ListEverything(conn, absl::InfiniteFuture(), /*need_facts=*/false);
-    absl::Status status = listed.status();
-    mirror->FinishResync(std::move(listed));
-    if (!status.ok()) events.Deregister(conn);  // the pool closes it
-    return status;
-  };
-  pool_options.on_event_connection_closing = [events](virConnectPtr conn) {
-    events.Deregister(conn);
-  };
-  // The lister may move a listing off a connection a stuck call poisons. The
-  // hooks are set before the pool exists (its maintenance thread lists at
-  // once) and reach it weakly (the pool's own hooks hold the lister).
-  struct PoolRef {
-    absl::Mutex mu;
-    std::weak_ptr<ConnectionPool> pool ABSL_GUARDED_BY(mu);
-    std::shared_ptr<ConnectionPool> Get() {
-      absl::MutexLock lock(&mu);
-      return pool.lock();
-    }
-  };
-  auto pool_ref = std::make_shared<PoolRef>();
-  server->lister_->SetConnectionHooks(
-      {[pool_ref](virConnectPtr conn) {
-         std::shared_ptr<ConnectionPool> p = pool_ref->Get();
-         return p != nullptr && p->Retire(conn);
-       },
-       [pool_ref](absl::Time deadline) -> absl::StatusOr<ConnectionPool::Lease> {
-         std::shared_ptr<ConnectionPool> p = pool_ref->Get();
-         if (p == nullptr) return absl::UnavailableError("hypervisor connections not ready");
-         return p->Acquire(deadline);
-       },
-       [pool_ref](virConnectPtr conn) -> std::optional<ConnectionPool::Lease> {
-         std::shared_ptr<ConnectionPool> p = pool_ref->Get();
-         if (p == nullptr) return std::nullopt;
-         return p->Hold(conn);
-       }});
-  pool_options.on_event_connection_lost = [mirror = server->mirror_](const std::string& why) {
-    mirror->OnLost(why);
-  };
-  absl::StatusOr<std::unique_ptr<ConnectionPool>> pool = ConnectionPool::Create(pool_options);
-  if (!pool.ok()) return pool.status();
-  server->connections_ = *std::move(pool);
-  {
-    absl::MutexLock lock(&pool_ref->mu);
-    pool_ref->pool = server->connections_;
-  }
+  std::unique_ptr<Server> server(new Server(std::move(options)));
+  const Options& o = server->options_;
 
   server->workers_ = std::make_unique<WorkerPool>(
-      WorkerPool::Options{options.workers, options.max_queued_calls,
-                          options.max_replacement_workers});
-  server->timers_ = std::make_unique<TimerThread>();
-  server->service_ = std::make_unique<HypervisorService>(
-      server->workers_.get(), server->connections_, server->lister_, server->hub_,
-      server->mirror_, server->host_facts_, server->timers_.get());
+      WorkerPool::Options{o.workers, o.max_queued_calls, o.max_replacement_workers});
+  absl::StatusOr<std::unique_ptr<ConnectionPool>> pool =
+      ConnectionPool::Create(PoolOptions(o), server->availability_, server->reconnect_);
+  if (!pool.ok()) return pool.status();
+  server->pool_ = *std::move(pool);
+  server->hub_ = std::make_shared<EventHub>(EventHub::Options{o.event_history, o.watch_queue_depth});
+  LogInfo("event epoch ", server->hub_->epoch());
+  server->cache_ = std::make_shared<DomainCache>(DomainCache::Options{}, server->hub_,
+                                                 server->availability_);
+  server->feed_ = LifecycleFeed::Start(FeedOptions(o), server->cache_, server->host_,
+                                       server->reads_, server->reconnect_);
+  server->WaitForLibvirt();
 
+  server->stats_ = std::make_shared<BulkStatsReader>(
+      BulkStatsReader::Options{o.pool_size * o.max_calls_per_connection, o.max_replacement_workers},
+      server->pool_, server->reads_);
+  auto facts = std::make_shared<FactsReader>(server->stats_, server->reads_);
+  server->lister_ = std::make_shared<DomainLister>(
+      server->cache_, server->pool_, server->reads_, facts,
+      std::make_shared<LibvirtLister>(server->cache_, server->pool_, server->reads_, facts));
+  server->timers_ = std::make_unique<TimerThread>();
+  server->service_ = std::make_unique<HypervisorService>(HypervisorService::Deps{
+      PageLimits{}, server->workers_.get(), server->lister_, server->cache_, server->hub_,
+      server->timers_.get(), server->pool_, server->stats_, server->host_, server->feed_.get()});
+
+  if (absl::Status s = server->StartGrpc(*std::move(creds)); !s.ok()) {
+    server->StopLibvirt(absl::Now() + absl::Seconds(1));
+    return s;
+  }
+  server->health_ = std::make_unique<HealthReporter>(
+      server->availability_, server->grpc_server_->GetHealthCheckService());
+  LogInfo("serving virtgate.v1.Hypervisor on ", server->address_, " for ", o.libvirt_uri,
+          o.read_only ? " (read-only)" : " (read-write)", "; ", o.pool_size,
+          " call connections, ", o.workers, " workers");
+  return server;
+}
+
+void Server::WaitForLibvirt() {
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  const bool pool = pool_->WaitForFirstAttempt(deadline);
+  const bool feed = feed_->WaitForFirstAttempt(deadline);
+  if (!pool || !feed) {
+    LogWarning("libvirt at ", options_.libvirt_uri, " has not answered within 5s; serving "
+               "NOT_SERVING until it does");
+  }
+}
+
+absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(options.listen, *creds, &selected_port);
+  builder.AddListeningPort(options_.listen, credentials, &selected_port);
   // Watches are long and often idle: let clients keep them alive with HTTP/2
   // pings (every 10 s at most) to find half-open connections.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.RegisterService(server->service_.get());
-  server->grpc_server_ = builder.BuildAndStart();
-  if (!server->grpc_server_ || selected_port == 0) {
-    server->connections_->Shutdown(absl::Now() + absl::Seconds(1));
+  builder.RegisterService(service_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (!grpc_server_ || selected_port == 0) {
+    grpc_server_.reset();
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options.listen,
+        absl::StrCat("cannot listen on ", options_.listen,
                      " (address in use, bad address, or no permission)"));
   }
-  server->port_ = selected_port;
-  if (absl::StartsWith(options.listen, "unix:")) {
-    server->address_ = options.listen;
+  port_ = selected_port;
+  if (absl::StartsWith(options_.listen, "unix:")) {
+    address_ = options_.listen;
   } else {
-    const std::string host = options.listen.substr(0, options.listen.rfind(':'));
-    server->address_ = absl::StrCat(host, ":", selected_port);
+    address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')), ":",
+                            selected_port);
   }
+  return absl::OkStatus();
+}
 
-  // Health follows libvirt: SERVING while a connection is up.
-  grpc::HealthCheckServiceInterface* health = server->grpc_server_->GetHealthCheckService();
-  server->connections_->SetAvailabilityListener([health](bool up) {
-    health->SetServingStatus(up);
-    health->SetServingStatus(v1::Hypervisor::service_full_name(), up);
-  });
-  LogInfo("serving virtgate.v1.Hypervisor on ", server->address_, " for ", options.libvirt_uri,
-          options.read_only ? " (read-only)" : " (read-write)", "; ", options.pool_size,
-          " connections, ", options.workers, " workers");
-  return server;
+void Server::StopLibvirt(absl::Time deadline) {
+  const int abandoned = workers_->Shutdown(deadline);
+  if (abandoned > 0) {
+    LogWarning("shutdown: abandoned ", abandoned,
+               " worker(s) still inside libvirt calls after the grace period");
+  }
+  if (stats_) stats_->Shutdown(deadline);
+  feed_->Shutdown(deadline);
+  pool_->Shutdown(deadline);
 }
 
 void Server::Shutdown(absl::Duration grace) {
@@ -234,7 +212,7 @@ void Server::Shutdown(absl::Duration grace) {
   }
   const absl::Time deadline = absl::Now() + grace;
   // NOT_SERVING first, and for good: load balancers drain us while we finish.
-  connections_->SetAvailabilityListener(nullptr);
+  health_->Stop();
   grpc_server_->GetHealthCheckService()->Shutdown();
   // Watches never end by themselves: end them now, telling clients where to
   // resume, rather than holding shutdown for the whole grace period.
@@ -242,12 +220,7 @@ void Server::Shutdown(absl::Duration grace) {
   service_->EndWatches();
   if (watches > 0) LogInfo("shutdown: ended ", watches, " open watch(es)");
   grpc_server_->Shutdown(absl::ToChronoTime(deadline));
-  const int abandoned = workers_->Shutdown(deadline);
-  if (abandoned > 0) {
-    LogWarning("shutdown: abandoned ", abandoned,
-               " worker(s) still inside libvirt calls after the grace period");
-  }
-  connections_->Shutdown(deadline);
+  StopLibvirt(deadline);
   LogInfo("shut down");
 }
 

@@ -1,6 +1,8 @@
-// Server: builds and owns everything virtgated runs — the libvirt connection
-// pool, the worker pool, the gRPC server with the Hypervisor, health and
-// reflection services — and tears it down in order.
+// Server: builds and owns everything virtgated runs, in the order of the
+// path of a call (README "Architecture"):
+//   workers -> call pool -> hub + domain cache -> lifecycle feed ->
+//   readers and lister -> gRPC service (+ health, reflection)
+// and tears it down in the reverse order.
 //
 // main.cc only turns flags into Options; tests build the same Server
 // in-process (listen on 127.0.0.1:0 or a unix socket).
@@ -13,14 +15,22 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/connection_pool.h"
-#include "server/domain_facts_cache.h"
-#include "server/domain_lister.h"
-#include "server/event_hub.h"
-#include "server/timer_thread.h"
-#include "server/hypervisor_service.h"
-#include "server/lifecycle_mirror.h"
-#include "server/worker_pool.h"
+#include "server/base/timer_thread.h"
+#include "server/libvirt/bulk_stats_reader.h"
+#include "server/libvirt/call_counts.h"
+#include "server/libvirt/connection_pool.h"
+#include "server/libvirt/domain_reads.h"
+#include "server/libvirt/host_info_reader.h"
+#include "server/libvirt/lifecycle_feed.h"
+#include "server/libvirt/worker_pool.h"
+#include "server/reads/domain_lister.h"
+#include "server/reads/facts_reader.h"
+#include "server/reads/libvirt_lister.h"
+#include "server/rpc/health_reporter.h"
+#include "server/rpc/hypervisor_service.h"
+#include "server/state/availability.h"
+#include "server/state/domain_cache.h"
+#include "server/state/event_hub.h"
 
 namespace virtgate {
 
@@ -68,31 +78,44 @@ class Server {
   // Blocks until the gRPC server has shut down.
   void Wait();
 
-  ConnectionPool* connections() { return connections_.get(); }
   WorkerPool* workers() { return workers_.get(); }
-  DomainFactsCache* facts() { return facts_.get(); }
+  ConnectionPool* connections() { return pool_.get(); }
   EventHub* events() { return hub_.get(); }
-  LifecycleMirror* mirror() { return mirror_.get(); }
+  DomainCache* cache() { return cache_.get(); }
+  const CallCounts& libvirt_calls() const { return *calls_; }
   HypervisorService* service() { return service_.get(); }
 
  private:
-  Server() = default;
+  explicit Server(Options options) : options_(std::move(options)) {}
 
-  Options options_;
+  // Starts the gRPC server; sets address_ and port_.
+  absl::Status StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials);
+  // Waits (5 s at most) for the first attempts to reach libvirt, so a
+  // reachable one is serving when BuildAndStart returns.
+  void WaitForLibvirt();
+  void StopLibvirt(absl::Time deadline);
+
+  const Options options_;
   std::string address_;
   int port_ = 0;
+  std::shared_ptr<Availability> availability_ = std::make_shared<Availability>();
+  std::shared_ptr<ReconnectSignal> reconnect_ = std::make_shared<ReconnectSignal>();
+  std::shared_ptr<CallCounts> calls_ = std::make_shared<CallCounts>();
+  std::shared_ptr<DomainReads> reads_ = std::make_shared<DomainReads>(calls_);
+  std::unique_ptr<WorkerPool> workers_;
   // Shared with work in flight, which may outlive the Server (see
   // HypervisorService).
-  std::shared_ptr<ConnectionPool> connections_;
-  std::unique_ptr<WorkerPool> workers_;
-  std::shared_ptr<DomainFactsCache> facts_;
-  std::shared_ptr<DomainLister> lister_;
+  std::shared_ptr<ConnectionPool> pool_;
   std::shared_ptr<EventHub> hub_;
-  std::shared_ptr<LifecycleMirror> mirror_;
-  std::shared_ptr<HostFacts> host_facts_;
+  std::shared_ptr<DomainCache> cache_;
+  std::shared_ptr<HostFacts> host_ = std::make_shared<HostFacts>();
+  std::unique_ptr<LifecycleFeed> feed_;
+  std::shared_ptr<BulkStatsReader> stats_;
+  std::shared_ptr<DomainLister> lister_;
   std::unique_ptr<TimerThread> timers_;  // outlives the gRPC server's reactors
   std::unique_ptr<HypervisorService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<HealthReporter> health_;
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };

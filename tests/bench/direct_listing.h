@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 
 namespace virtgate::bench {
 

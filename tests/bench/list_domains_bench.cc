@@ -23,7 +23,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "server/server.h"
 #include "tests/bench/direct_listing.h"
 #include "tests/bench/latencies.h"

@@ -32,7 +32,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "tests/bench/direct_listing.h"
 #include "tests/bench/latencies.h"
 #include "tests/e2e/libvirt_direct.h"

@@ -15,7 +15,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "server/server.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"

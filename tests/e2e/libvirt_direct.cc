@@ -7,7 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 
 namespace virtgate::e2e {
 

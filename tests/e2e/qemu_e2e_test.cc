@@ -41,7 +41,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "tests/e2e/libvirt_direct.h"
 #include "tests/e2e/qemu_guests.h"
 #include "tests/e2e/system_libvirtd.h"

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 
 namespace virtgate::e2e {
 

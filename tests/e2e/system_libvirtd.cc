@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "tests/e2e/child_process.h"
 #include "tests/e2e/libvirt_direct.h"
 

@@ -15,7 +15,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "server/server.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"

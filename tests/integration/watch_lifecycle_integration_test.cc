@@ -17,7 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "server/server.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"

@@ -30,7 +30,7 @@
 #include "cli_test_support.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/handles.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"
 #include "tests/support/watch_collector.h"

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/libvirt_event_loop.h"
+#include "server/libvirt/event_loop.h"
 #include "tests/support/child_process.h"
 
 namespace virtgate::testing {

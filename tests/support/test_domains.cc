@@ -2,8 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/libvirt_errors.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/errors.h"
+#include "server/libvirt/handles.h"
 
 namespace virtgate::testing {
 

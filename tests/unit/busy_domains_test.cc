@@ -1,4 +1,4 @@
-#include "server/busy_domains.h"
+#include "server/libvirt/busy_domains.h"
 
 #include <optional>
 

@@ -1,4 +1,4 @@
-#include "server/connection_pool.h"
+#include "server/libvirt/connection_pool.h"
 
 #include <atomic>
 #include <thread>

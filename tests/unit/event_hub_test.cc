@@ -1,4 +1,4 @@
-#include "server/event_hub.h"
+#include "server/state/event_hub.h"
 
 #include <atomic>
 #include <thread>

@@ -1,12 +1,12 @@
 // Real libvirt errors from the in-process test driver, mapped to gRPC codes.
-#include "server/libvirt_errors.h"
+#include "server/libvirt/errors.h"
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
 #include "gtest/gtest.h"
-#include "server/libvirt_event_loop.h"
-#include "server/libvirt_handles.h"
+#include "server/libvirt/event_loop.h"
+#include "server/libvirt/handles.h"
 #include "tests/support/test_domains.h"
 
 namespace virtgate {

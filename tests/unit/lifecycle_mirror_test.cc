@@ -1,7 +1,7 @@
 // DomainView's catch-up events and the LifecycleMirror that publishes them
 // around a reconnect, on a real EventHub. libvirt is not needed: listings
 // are written out as they would come from DomainLister.
-#include "server/lifecycle_mirror.h"
+#include "server/state/domain_cache.h"
 
 #include <libvirt/libvirt.h>
 
@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
-#include "server/domain_view.h"
+#include "server/state/domain_transitions.h"
 
 namespace virtgate {
 namespace {

@@ -1,4 +1,4 @@
-#include "server/page_token.h"
+#include "server/reads/page_token.h"
 
 #include "gtest/gtest.h"
 

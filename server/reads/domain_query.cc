@@ -1,0 +1,97 @@
+#include "server/reads/domain_query.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "server/libvirt/domain_reads.h"
+#include "server/libvirt/domain_state.h"
+#include "server/reads/page_token.h"
+
+namespace virtgate {
+namespace {
+
+absl::StatusOr<bool> IsCached(v1::ReadConsistency consistency) {
+  switch (consistency) {
+    case v1::READ_CONSISTENCY_UNSPECIFIED:
+    case v1::READ_CONSISTENCY_FRESH:
+      return false;
+    case v1::READ_CONSISTENCY_CACHED:
+      return true;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "consistency: ", consistency, " is not a read consistency (use "
+          "READ_CONSISTENCY_FRESH or READ_CONSISTENCY_CACHED)"));
+  }
+}
+
+}  // namespace
+
+bool ListQuery::Matches(const v1::Domain& d, bool autostart_now) const {
+  if (active.has_value() && *active != IsActiveState(d.state())) return false;
+  if (persistent.has_value() && *persistent != d.persistent()) return false;
+  if (autostart.has_value() && *autostart != autostart_now) return false;
+  return states.empty() || states.contains(d.state());
+}
+
+absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request,
+                                           const PageLimits& limits, absl::Time now) {
+  ListQuery q;
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must not be negative, got ", request.page_size()));
+  }
+  q.page_size = request.page_size() == 0 ? limits.default_page_size : request.page_size();
+  q.page_size = std::min(q.page_size, limits.max_page_size);
+  for (int s : request.states()) {
+    if (s == v1::DOMAIN_STATE_UNSPECIFIED || !v1::DomainState_IsValid(s)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("states: ", s, " is not a domain state (use DOMAIN_STATE_RUNNING, ...)"));
+    }
+    q.states.insert(s);
+  }
+  absl::StatusOr<bool> cached = IsCached(request.consistency());
+  if (!cached.ok()) return cached.status();
+  q.cached = *cached;
+  if (request.has_active()) q.active = request.active();
+  if (request.has_persistent()) q.persistent = request.persistent();
+  if (request.has_autostart()) q.autostart = request.autostart();
+  q.fingerprint = FilterFingerprint(request);
+  q.listing_started = now;
+  if (!request.page_token().empty()) {
+    absl::StatusOr<PageCursor> cursor = DecodePageToken(request.page_token());
+    if (!cursor.ok()) return cursor.status();
+    if (cursor->filter_fingerprint != q.fingerprint) {
+      return absl::InvalidArgumentError(
+          "page_token was issued for different filters; repeat the filters of the first "
+          "request, or start over with an empty page_token");
+    }
+    q.after = std::make_pair(cursor->last_name, cursor->last_uuid);
+    q.listing_started = absl::FromUnixNanos(cursor->listing_started_unix_nanos);
+  }
+  return q;
+}
+
+absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request) {
+  if (request.uuid().empty() == request.name().empty()) {
+    return absl::InvalidArgumentError("set exactly one of uuid and name");
+  }
+  GetQuery q;
+  absl::StatusOr<bool> cached = IsCached(request.consistency());
+  if (!cached.ok()) return cached.status();
+  q.cached = *cached;
+  if (!request.uuid().empty()) {
+    absl::StatusOr<std::string> uuid = NormalizeUuid(request.uuid());
+    if (!uuid.ok()) return uuid.status();
+    q.uuid = *std::move(uuid);
+  } else {
+    q.name = request.name();
+  }
+  return q;
+}
+
+std::string NextPageToken(const ListQuery& query, const v1::Domain& last) {
+  return EncodePageToken({last.name(), last.uuid(), query.fingerprint,
+                          absl::ToUnixNanos(query.listing_started)});
+}
+
+}  // namespace virtgate

@@ -1,0 +1,56 @@
+// The reads a client asked for, validated once, at the RPC edge, before any
+// work is queued: a ListDomains page (filters, position, size, consistency)
+// or a GetDomain lookup. What is invalid is INVALID_ARGUMENT here and never
+// reaches a worker.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "virtgate/v1/hypervisor.pb.h"
+
+namespace virtgate {
+
+struct PageLimits {
+  int default_page_size = 500;
+  int max_page_size = 5000;
+};
+
+struct ListQuery {
+  std::optional<bool> active;
+  std::optional<bool> persistent;
+  std::optional<bool> autostart;
+  absl::flat_hash_set<int> states;  // v1::DomainState values; empty: all
+  // After this (name, uuid): the previous page's last domain.
+  std::optional<std::pair<std::string, std::string>> after;
+  int page_size = 500;
+  bool cached = false;
+  // When the listing's first page arrived (a later page's token says).
+  absl::Time listing_started;
+  uint64_t fingerprint = 0;  // of the filters, for the next token
+
+  // Whether `d` passes the filters, with `autostart` as given (FRESH reads
+  // it from libvirt) or the record's own.
+  bool Matches(const v1::Domain& d, bool autostart) const;
+  bool Matches(const v1::Domain& d) const { return Matches(d, d.autostart()); }
+  bool filtered() const { return active || persistent || autostart || !states.empty(); }
+};
+
+struct GetQuery {
+  std::string uuid;  // normalized; or
+  std::string name;
+  bool cached = false;
+};
+
+absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request,
+                                           const PageLimits& limits, absl::Time now);
+absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request);
+
+// The next page's token, after `last`.
+std::string NextPageToken(const ListQuery& query, const v1::Domain& last);
+
+}  // namespace virtgate

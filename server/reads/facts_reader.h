@@ -1,0 +1,79 @@
+// FactsReader: the fields libvirt raises no event for (vCPUs, memory, CPU
+// time) of a set of domains, read from libvirt now, plus the state libvirt
+// reported for each (for drift detection, and for reads that cannot rely on
+// the cache).
+//
+// One bulk-stats call for the set (BulkStatsReader: not held up by a frozen
+// guest). Where a driver's bulk stats lack vCPUs and memory (the test
+// driver's carry only the state), one virDomainGetInfo per domain, kept per
+// domain until the domain changes (its cache record's sequence or runtime
+// id) or for 5 minutes, so a warm listing makes no per-domain calls.
+//
+// Thread-safe. Blocks on libvirt: call from worker threads.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/libvirt/bulk_stats_reader.h"
+#include "server/libvirt/connection_pool.h"
+#include "server/libvirt/domain_reads.h"
+#include "server/state/domain_cache.h"
+
+namespace virtgate {
+
+class FactsReader {
+ public:
+  struct Wanted {
+    std::string uuid;
+    uint64_t sequence = 0;  // of its cache record (0 when read from libvirt)
+  };
+  enum class InfoReuse {
+    kWhileUnchanged,  // listings: per-domain info is kept (see above)
+    kNever,           // GetDomain: always read it again
+  };
+  struct Result {
+    absl::Time read_at;
+    absl::flat_hash_map<std::string, DomainCache::Facts> facts;  // read now
+    absl::flat_hash_map<std::string, DomainStats> stats;         // libvirt's records
+    // Those with no facts now: busy (a call on them is stuck) or unreadable.
+    // (A wanted domain in neither map nor here no longer exists.)
+    absl::flat_hash_set<std::string> unreadable;
+  };
+
+  FactsReader(std::shared_ptr<BulkStatsReader> stats, std::shared_ptr<DomainReads> reads)
+      : stats_(std::move(stats)), reads_(std::move(reads)) {}
+
+  // `all_domains`: `wanted` is every domain there is (one call reads all).
+  // The caller goes on with *lease (see BulkStatsReader::Read).
+  absl::StatusOr<Result> Read(ConnectionPool::Lease* lease, const std::vector<Wanted>& wanted,
+                              bool all_domains, InfoReuse reuse, absl::Time deadline);
+
+  const BusyDomains& busy() const { return stats_->busy(); }
+
+ private:
+  struct Info {
+    uint64_t sequence;
+    uint32_t id;
+    DomainInfo info;
+    absl::Time fetched;
+  };
+  static constexpr absl::Duration kInfoTtl = absl::Minutes(5);
+
+  // The per-domain info of `need` (uuid -> its Wanted), from memory or libvirt.
+  void ReadInfo(ConnectionPool::Lease* lease, const std::vector<const Wanted*>& need,
+                InfoReuse reuse, absl::Time deadline, Result* result);
+
+  const std::shared_ptr<BulkStatsReader> stats_;
+  const std::shared_ptr<DomainReads> reads_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Info> info_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace virtgate

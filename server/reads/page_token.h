@@ -1,0 +1,42 @@
+// ListDomains page tokens: an opaque, checksummed cursor.
+//
+// A token names the last domain of the previous page by (name, uuid), the
+// listing's sort key, so the next page starts strictly after it whatever was
+// defined or undefined in between: a domain that exists throughout is never
+// skipped or repeated. The token also carries a fingerprint of the filters
+// it was issued for, so reusing it with other filters is INVALID_ARGUMENT.
+//
+// It also carries when the listing's first page arrived: a FRESH listing
+// reads autostart (which libvirt lists only for all domains at once) once,
+// and later pages may use any reading taken since.
+//
+// The checksum detects truncation and tampering; it is not a secret (a token
+// only names a position in a listing the caller may read anyway), so tokens
+// stay valid across server restarts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+#include "virtgate/v1/hypervisor.pb.h"
+
+namespace virtgate {
+
+struct PageCursor {
+  std::string last_name;
+  std::string last_uuid;
+  uint64_t filter_fingerprint = 0;
+  int64_t listing_started_unix_nanos = 0;
+};
+
+std::string EncodePageToken(const PageCursor& cursor);
+
+// INVALID_ARGUMENT for anything EncodePageToken did not produce.
+absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token);
+
+// Identifies the filter fields of a request (not page_size/page_token).
+uint64_t FilterFingerprint(const v1::ListDomainsRequest& request);
+
+}  // namespace virtgate
