@@ -27,16 +27,6 @@ absl::Status WhileAlive(absl::Status status, virConnectPtr conn, const std::stri
                                              status.message(), ")"));
 }
 
-void SetFacts(const DomainCache::Facts& f, absl::Time read_at, v1::Domain* d) {
-  d->set_vcpus(f.vcpus);
-  d->set_memory_kib(f.memory_kib);
-  d->set_max_memory_kib(f.max_memory_kib);
-  d->set_cpu_time_ns(f.cpu_time_ns);
-  const int64_t nanos = absl::ToUnixNanos(read_at);
-  d->mutable_facts_time()->set_seconds(nanos / 1000000000);
-  d->mutable_facts_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-}
-
 absl::StatusOr<v1::ListDomainsResponse> DomainLister::ListCached(const ListQuery& query) const {
   const DomainCache::View view = cache_->Read(
       {query.after, static_cast<size_t>(query.page_size),
@@ -133,7 +123,7 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::ListFresh(const ListQuery&
     v1::Domain* d = response.add_domains();
     *d = *record;
     if (auto it = read->facts.find(d->uuid()); it != read->facts.end()) {
-      SetFacts(it->second, read->read_at, d);
+      DomainCache::ApplyFacts(it->second, read->read_at, d);
     } else {
       d->set_stale(true);  // busy, unreadable, or undefined since `sequence`
     }
@@ -169,7 +159,7 @@ absl::StatusOr<v1::Domain> DomainLister::GetFresh(const GetQuery& query, absl::T
     d.set_stale(true);  // a call on it is stuck: what is known, at once
     return d;
   }
-  SetFacts(it->second, read->read_at, &d);
+  DomainCache::ApplyFacts(it->second, read->read_at, &d);
   // One domain: its autostart flag directly (one round trip).
   absl::StatusOr<std::vector<DomainHandle>> dom =
       lease->handles().Resolve(lease->get(), {d.uuid()}, reads_.get());

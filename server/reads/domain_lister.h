@@ -69,7 +69,4 @@ class DomainLister {
 // right, and the client must not mistake it for a bad request.
 absl::Status WhileAlive(absl::Status status, virConnectPtr conn, const std::string& uri);
 
-// Sets `d`'s facts from `f`, read at `read_at`.
-void SetFacts(const DomainCache::Facts& f, absl::Time read_at, v1::Domain* d);
-
 }  // namespace virtgate

@@ -18,6 +18,7 @@ DomainCache::Facts FromStats(const DomainStats& s) {
   // one, QEMU's driver reports libvirtd's own CPU time.
   const bool active = s.state.has_value() && IsActiveState(ToProtoState(*s.state)) && s.id != 0;
   if (s.cpu_time_ns && active) f.cpu_time_ns = *s.cpu_time_ns;
+  if (s.state.has_value()) f.seen = StateAndReason{*s.state, s.reason};
   return f;
 }
 

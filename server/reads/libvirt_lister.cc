@@ -41,7 +41,7 @@ v1::Domain FromStats(const DomainStats& s, const DomainCache::Facts* facts, absl
   d.set_state_reason_code(s.reason);
   if (!s.state.has_value()) d.set_stale(true);
   if (facts != nullptr) {
-    SetFacts(*facts, read_at, &d);
+    DomainCache::ApplyFacts(*facts, read_at, &d);
   } else {
     d.set_stale(true);
   }

@@ -21,13 +21,21 @@ bool Agrees(const v1::Domain& record, const DomainCache::Observed& seen) {
          record.id() == seen.id;
 }
 
-void SetTimestamp(google::protobuf::Timestamp* ts, absl::Time t) {
-  const int64_t nanos = absl::ToUnixNanos(t);
-  ts->set_seconds(nanos / 1000000000);
-  ts->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-}
-
 }  // namespace
+
+void DomainCache::ApplyFacts(const Facts& f, absl::Time read_at, v1::Domain* d) {
+  d->set_vcpus(f.vcpus);
+  d->set_memory_kib(f.memory_kib);
+  d->set_max_memory_kib(f.max_memory_kib);
+  d->set_cpu_time_ns(f.cpu_time_ns);
+  const int64_t nanos = absl::ToUnixNanos(read_at);
+  d->mutable_facts_time()->set_seconds(nanos / 1000000000);
+  d->mutable_facts_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  if (f.seen.has_value() && ToProtoState(f.seen->state) == d->state()) {
+    d->set_state_reason(StateReasonName(f.seen->state, f.seen->reason));
+    d->set_state_reason_code(f.seen->reason);
+  }
+}
 
 DomainCache::DomainCache(Options options, std::shared_ptr<EventHub> hub,
                          std::shared_ptr<Availability> availability)
@@ -272,11 +280,7 @@ void DomainCache::UpdateFacts(const std::vector<Facts>& facts, absl::Time read_a
     auto it = records_.find(f.uuid);
     if (it == records_.end()) continue;  // undefined meanwhile
     v1::Domain next = *it->second;
-    next.set_vcpus(f.vcpus);
-    next.set_memory_kib(f.memory_kib);
-    next.set_max_memory_kib(f.max_memory_kib);
-    next.set_cpu_time_ns(f.cpu_time_ns);
-    SetTimestamp(next.mutable_facts_time(), read_at);
+    ApplyFacts(f, read_at, &next);
     it->second = std::make_shared<const v1::Domain>(std::move(next));
   }
 }

@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/libvirt/domain_state.h"
 #include "server/state/availability.h"
 #include "server/state/event_hub.h"
 #include "virtgate/v1/hypervisor.pb.h"
@@ -98,7 +99,13 @@ class DomainCache {
     uint64_t memory_kib = 0;
     uint64_t max_memory_kib = 0;
     uint64_t cpu_time_ns = 0;
+    // The state and reason libvirt reported. Where the state is the
+    // record's, its reason replaces the one an event detail implied (a
+    // driver may record a finer one); the state itself is never taken.
+    std::optional<StateAndReason> seen;
   };
+  // Sets `record`'s facts from `facts`, read at `read_at`.
+  static void ApplyFacts(const Facts& facts, absl::Time read_at, v1::Domain* record);
 
   // What a fresh read saw of a domain's state, for drift detection.
   struct Observed {

@@ -87,6 +87,13 @@ std::optional<v1::Domain> ApplyEvent(const v1::Domain* record, const v1::Lifecyc
     default:
       break;
   }
+  // Only a start brings an inactive domain to life. QEMU resumes a domain it
+  // is starting just before STARTED: that RESUMED changes nothing here, so
+  // the STARTED after it is a change of its own.
+  if (e.type() != v1::LIFECYCLE_EVENT_TYPE_STARTED && !IsActiveState(d.state())) {
+    if (record == nullptr) return std::nullopt;
+    return d;
+  }
   if (std::optional<StateAndReason> next = StateAfterEvent(e.type_code(), e.detail_code())) {
     SetState(&d, next->state, next->reason);
   }

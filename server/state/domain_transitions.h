@@ -15,6 +15,11 @@
 namespace virtgate {
 
 // `record` after `event`; `record` is null for a domain not known yet.
+// Events other than STARTED and DEFINED leave an inactive domain as it is
+// (QEMU sends RESUMED just before STARTED when it starts a domain). The
+// reason is the one libvirt's event detail implies; drivers may record a
+// finer one (QEMU's STOPPED/failed leaves SHUTOFF/crashed), which fresh
+// reads then bring in (DomainCache::UpdateFacts).
 // nullopt: the domain is gone (an inactive one undefined, a transient one
 // stopped). This is what a client applying the event to its own view of
 // the domain ends with.

@@ -209,15 +209,19 @@ TEST_F(ListDomainsIntegrationTest, PagesNeverSkipOrRepeatWhileOthersChurn) {
   }
 }
 
-// Cost: after the first listing has cached each domain's static facts, a
-// listing makes no per-domain calls (only the list and the bulk stats).
+// Cost: after the first listing has read each domain's per-domain facts
+// (the test driver's bulk stats carry the state only), a listing makes no
+// per-domain calls (only the bulk stats of each page).
 TEST_F(ListDomainsIntegrationTest, WarmListingFetchesNoPerDomainFacts) {
   std::vector<v1::Domain> listed;
   ASSERT_TRUE(rig_->ListAll({}, &listed).ok());
-  const uint64_t fetches = rig_->server->facts()->fetches();
+  const CallCounts& calls = rig_->server->libvirt_calls();
+  const uint64_t infos = calls.Get("virDomainGetInfo");
+  const uint64_t lookups = calls.Get("virDomainLookupByUUIDString");
   listed.clear();
   ASSERT_TRUE(rig_->ListAll({}, &listed).ok());
-  EXPECT_EQ(rig_->server->facts()->fetches(), fetches);
+  EXPECT_EQ(calls.Get("virDomainGetInfo"), infos);
+  EXPECT_EQ(calls.Get("virDomainLookupByUUIDString"), lookups);
   EXPECT_EQ(listed.size(), 1001u);
 }
 

@@ -15,18 +15,32 @@ namespace {
 
 ConnectionPool::Options TestOptions(int size, int cap) {
   ConnectionPool::Options o;
-  o.uri = "test:///default";
+  o.connect.uri = "test:///default";
   o.size = size;
   o.max_calls_per_connection = cap;
   return o;
 }
 
+// A pool with what it reports to.
+struct Rig {
+  explicit Rig(ConnectionPool::Options options)
+      : pool(ConnectionPool::Create(std::move(options), availability,
+                                    std::make_shared<ReconnectSignal>())) {
+    if (pool.ok()) (*pool)->WaitForFirstAttempt(absl::Now() + absl::Seconds(10));
+  }
+  std::shared_ptr<Availability> availability = std::make_shared<Availability>();
+  absl::StatusOr<std::unique_ptr<ConnectionPool>> pool;
+};
+
 TEST(ConnectionPoolTest, OpensEveryConnectionReadOnly) {
-  auto pool = ConnectionPool::Create(TestOptions(3, 4));
+  Rig rig(TestOptions(3, 4));
+  auto& pool = rig.pool;
   ASSERT_TRUE(pool.ok()) << pool.status();
   ConnectionPool::Snapshot snap = (*pool)->GetSnapshot();
   EXPECT_EQ(snap.connections_up, 3);
   EXPECT_EQ(snap.connections_total, 3);
+  EXPECT_EQ(snap.last_error, "");
+  EXPECT_TRUE(rig.availability->Get().calls_up);
   absl::StatusOr<ConnectionPool::Lease> lease = (*pool)->Acquire(absl::InfiniteFuture());
   ASSERT_TRUE(lease.ok());
   // Read-only: libvirt refuses writes on it.
@@ -37,55 +51,46 @@ TEST(ConnectionPoolTest, OpensEveryConnectionReadOnly) {
   EXPECT_EQ(virGetLastErrorCode(), VIR_ERR_OPERATION_DENIED);
 }
 
-// A call left running after its caller's lease is released (a bulk-stats
-// call on a frozen guest) keeps its connection to itself, whatever the cap:
-// nobody else is handed it until the call's own hold is released.
-TEST(ConnectionPoolTest, AHoldKeepsItsConnectionOutOfAdmission) {
-  auto pool = ConnectionPool::Create(TestOptions(2, 2));
-  ASSERT_TRUE(pool.ok()) << pool.status();
-  std::optional<ConnectionPool::Lease> hold;
-  virConnectPtr held = nullptr;
+// A connection carrying a call stuck on a frozen guest is retired: no new
+// leases, and a replacement opens, so the pool is back to full strength.
+TEST(ConnectionPoolTest, ARetiredConnectionIsReplaced) {
+  Rig rig(TestOptions(2, 1));
+  ASSERT_TRUE(rig.pool.ok()) << rig.pool.status();
+  ConnectionPool& pool = **rig.pool;
+  ASSERT_TRUE(testing::WaitFor([&] { return pool.GetSnapshot().connections_up == 2; },
+                               absl::Seconds(10)));
+  virConnectPtr retired = nullptr;
   {
-    absl::StatusOr<ConnectionPool::Lease> lease = (*pool)->Acquire(absl::InfiniteFuture());
+    absl::StatusOr<ConnectionPool::Lease> lease = pool.Acquire(absl::InfiniteFuture());
     ASSERT_TRUE(lease.ok()) << lease.status();
-    held = lease->get();
-    hold = (*pool)->Hold(held);
-    ASSERT_TRUE(hold.has_value());
-    EXPECT_EQ(hold->get(), held);
+    retired = lease->get();
+    virConnectRef(retired);  // keep the pointer valid for comparison
+    EXPECT_TRUE(pool.Retire(retired));
+    EXPECT_FALSE(pool.Retire(retired)) << "already retired";
+    // The stuck call still holds it: it stays alive, outside the pool.
+    EXPECT_EQ(virConnectIsAlive(lease->get()), 1);
   }
-  EXPECT_EQ((*pool)->GetSnapshot().in_flight, 0) << "a hold is not a call admitted";
-  // Both admissions of the other connection, and then none.
+  ASSERT_TRUE(testing::WaitFor([&] { return pool.GetSnapshot().connections_up == 2; },
+                               absl::Seconds(10)))
+      << "a replacement opens";
   std::vector<ConnectionPool::Lease> leases;
   for (int i = 0; i < 2; ++i) {
-    absl::StatusOr<ConnectionPool::Lease> l = (*pool)->Acquire(absl::Now() + absl::Seconds(5));
+    absl::StatusOr<ConnectionPool::Lease> l = pool.Acquire(absl::Now() + absl::Seconds(5));
     ASSERT_TRUE(l.ok()) << l.status();
-    EXPECT_NE(l->get(), held);
+    EXPECT_NE(l->get(), retired);
     leases.push_back(*std::move(l));
   }
-  EXPECT_EQ((*pool)->Acquire(absl::Now() + absl::Milliseconds(50)).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
-  hold.reset();
-  absl::StatusOr<ConnectionPool::Lease> freed = (*pool)->Acquire(absl::Now() + absl::Seconds(5));
-  ASSERT_TRUE(freed.ok()) << freed.status();
-  EXPECT_EQ(freed->get(), held);
-  // Not a connection of the pool: nothing to hold.
+  virConnectClose(retired);
+  // Not a connection of the pool: nothing to retire.
   virConnectPtr stranger = virConnectOpenReadOnly("test:///default");
   ASSERT_NE(stranger, nullptr);
-  EXPECT_FALSE((*pool)->Hold(stranger).has_value());
+  EXPECT_FALSE(pool.Retire(stranger));
   virConnectClose(stranger);
 }
 
-// With one connection, a hold would stop every call: there is none.
-TEST(ConnectionPoolTest, ASingleConnectionIsNeverHeld) {
-  auto pool = ConnectionPool::Create(TestOptions(1, 1));
-  ASSERT_TRUE(pool.ok()) << pool.status();
-  absl::StatusOr<ConnectionPool::Lease> lease = (*pool)->Acquire(absl::InfiniteFuture());
-  ASSERT_TRUE(lease.ok()) << lease.status();
-  EXPECT_FALSE((*pool)->Hold(lease->get()).has_value());
-}
-
 TEST(ConnectionPoolTest, AdmitsAtMostTheCapPerConnection) {
-  auto pool = ConnectionPool::Create(TestOptions(2, 2));
+  Rig rig(TestOptions(2, 2));
+  auto& pool = rig.pool;
   ASSERT_TRUE(pool.ok()) << pool.status();
   std::vector<ConnectionPool::Lease> leases;
   for (int i = 0; i < 4; ++i) {
@@ -115,36 +120,33 @@ TEST(ConnectionPoolTest, AdmitsAtMostTheCapPerConnection) {
 
 TEST(ConnectionPoolTest, UnreachableLibvirtFailsFastNamingTheUri) {
   ConnectionPool::Options o = TestOptions(2, 4);
-  o.uri = "test+unix:///default?socket=/nonexistent/virtgate/libvirt-sock";
-  auto pool = ConnectionPool::Create(o);
+  o.connect.uri = "test+unix:///default?socket=/nonexistent/virtgate/libvirt-sock";
+  Rig rig(o);
+  auto& pool = rig.pool;
   ASSERT_TRUE(pool.ok()) << pool.status();  // starting without libvirt is fine
-  std::optional<bool> announced;
-  (*pool)->SetAvailabilityListener([&](bool up) { announced = up; });
-  ASSERT_TRUE(announced.has_value());
-  EXPECT_FALSE(*announced);
+  EXPECT_FALSE(rig.availability->Get().calls_up);
   const absl::Time before = absl::Now();
   absl::StatusOr<ConnectionPool::Lease> lease = (*pool)->Acquire(absl::InfiniteFuture());
   EXPECT_LT(absl::Now() - before, absl::Milliseconds(500));
   ASSERT_EQ(lease.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(lease.status().message().find("hypervisor unavailable"), absl::string_view::npos);
-  EXPECT_NE(lease.status().message().find(o.uri), absl::string_view::npos) << lease.status();
+  EXPECT_NE(lease.status().message().find(o.connect.uri), absl::string_view::npos)
+      << lease.status();
   EXPECT_FALSE((*pool)->GetSnapshot().up());
-  (*pool)->SetAvailabilityListener(nullptr);
+  EXPECT_NE((*pool)->GetSnapshot().last_error, "");
 }
 
 TEST(ConnectionPoolTest, RejectsBadOptions) {
-  EXPECT_EQ(ConnectionPool::Create(TestOptions(0, 4)).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ConnectionPool::Create(TestOptions(2, 0)).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Rig(TestOptions(0, 4)).pool.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Rig(TestOptions(2, 0)).pool.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ConnectionPoolTest, LeaseMayOutliveThePool) {
   std::optional<ConnectionPool::Lease> lease;
   {
-    auto pool = ConnectionPool::Create(TestOptions(1, 4));
-    ASSERT_TRUE(pool.ok());
-    lease.emplace(*(*pool)->Acquire(absl::InfiniteFuture()));
+    Rig rig(TestOptions(1, 4));
+    ASSERT_TRUE(rig.pool.ok());
+    lease.emplace(*(*rig.pool)->Acquire(absl::InfiniteFuture()));
   }
   // The connection is still usable through the lease's own reference.
   EXPECT_EQ(virConnectIsAlive(lease->get()), 1);
