@@ -288,7 +288,7 @@ class ConnectionPool::Core final : public CloseListener,
 
   // Opens the connections that are due, one by one; stops early on Stop().
   void OpenDue() {
-    for (int slot = 0; slot < static_cast<int>(slots_.size()); ++slot) {
+    for (int slot = 0; slot < options_.size; ++slot) {  // slots_ never resizes
       uint64_t generation;
       {
         absl::MutexLock lock(&mu_);
