@@ -325,11 +325,13 @@ absl::StatusOr<std::vector<v1::Domain>> Client::ListDomains(v1::ListDomainsReque
   }
 }
 
-absl::StatusOr<v1::Domain> Client::GetDomain(const std::string& name_or_uuid) const {
+absl::StatusOr<v1::Domain> Client::GetDomain(const std::string& name_or_uuid,
+                                             v1::ReadConsistency consistency) const {
   if (name_or_uuid.empty()) {
     return absl::InvalidArgumentError("empty domain name or UUID");
   }
   v1::GetDomainRequest request;
+  request.set_consistency(consistency);
   if (IsUuid(name_or_uuid)) {
     request.set_uuid(name_or_uuid);
   } else {

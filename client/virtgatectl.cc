@@ -60,7 +60,9 @@ std::string Usage() {
       "  host              Show the host, the hypervisor and virtgated's libvirt\n"
       "                    connections\n"
       "  health [SERVICE]  Print SERVING or NOT_SERVING (grpc.health.v1.Health;\n"
-      "                    SERVICE e.g. virtgate.v1.Hypervisor, default the server)\n"
+      "                    SERVICE e.g. virtgate.v1.Hypervisor (calls are served)\n"
+      "                    or virtgate.v1.Hypervisor/WatchLifecycle (events flow);\n"
+      "                    default the server)\n"
       "  watch             Print domain lifecycle events as they happen, one line\n"
       "                    each, until interrupted (SIGINT/SIGTERM: exit 0)\n"
       "  help              Show this text\n"
@@ -90,6 +92,11 @@ std::string Usage() {
       "\n"
       "  --page-size N        Domains per call (0: server default); every page is\n"
       "                       fetched either way\n"
+      "\n"
+      "list and get:\n"
+      "  --cached             Answer from virtgated's domain cache: no libvirt call;\n"
+      "                       vcpus, memory and CPU time as last read (facts_time in\n"
+      "                       JSON says when). Default: read them from libvirt now\n"
       "\n"
       "watch options:\n"
       "  --domain NAME|UUID   Only events of this domain; repeat it for several\n"
@@ -193,6 +200,9 @@ struct Invocation {
   std::vector<v1::DomainState> states;
   int page_size = 0;
 
+  // list and get.
+  bool cached = false;
+
   // watch only.
   std::vector<std::string> domains;
   std::vector<v1::LifecycleEventType> types;
@@ -201,6 +211,7 @@ struct Invocation {
   // The first list-only and watch-only options given, to reject them for
   // other commands.
   std::string first_list_option;
+  std::string first_read_option;
   std::string first_watch_option;
 };
 
@@ -220,13 +231,14 @@ enum class OptionId {
   kNoAutostart,
   kState,
   kPageSize,
+  kCached,
   kDomain,
   kType,
   kInitial,
 };
 
-// Which command an option belongs to.
-enum class Scope { kAll, kList, kWatch };
+// Which command an option belongs to (kRead: list and get).
+enum class Scope { kAll, kList, kRead, kWatch };
 
 struct OptionSpec {
   OptionId id;
@@ -252,6 +264,7 @@ constexpr OptionSpec kOptions[] = {
     {OptionId::kNoAutostart, "no-autostart", 0, false, Scope::kList},
     {OptionId::kState, "state", 0, true, Scope::kList},
     {OptionId::kPageSize, "page-size", 0, true, Scope::kList},
+    {OptionId::kCached, "cached", 0, false, Scope::kRead},
     {OptionId::kDomain, "domain", 0, true, Scope::kWatch},
     {OptionId::kType, "type", 0, true, Scope::kWatch},
     {OptionId::kInitial, "initial", 0, false, Scope::kWatch},
@@ -303,6 +316,9 @@ absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view text) {
 absl::Status ApplyOption(const OptionSpec& spec, absl::string_view value, Invocation* inv) {
   if (spec.scope == Scope::kList && inv->first_list_option.empty()) {
     inv->first_list_option = absl::StrCat("--", spec.name);
+  }
+  if (spec.scope == Scope::kRead && inv->first_read_option.empty()) {
+    inv->first_read_option = absl::StrCat("--", spec.name);
   }
   if (spec.scope == Scope::kWatch && inv->first_watch_option.empty()) {
     inv->first_watch_option = absl::StrCat("--", spec.name);
@@ -369,6 +385,9 @@ absl::Status ApplyOption(const OptionSpec& spec, absl::string_view value, Invoca
         return absl::InvalidArgumentError(
             absl::StrCat("bad --page-size \"", value, "\": want a number >= 0"));
       }
+      return absl::OkStatus();
+    case OptionId::kCached:
+      inv->cached = true;
       return absl::OkStatus();
     case OptionId::kDomain:
       if (value.empty()) return absl::InvalidArgumentError("--domain needs a name or UUID");
@@ -442,6 +461,7 @@ absl::Status ParseArgs(int argc, char** argv, Invocation* inv) {
 int RunList(const Client& client, const Invocation& inv) {
   v1::ListDomainsRequest request;
   request.set_page_size(inv.page_size);
+  request.set_consistency(inv.cached ? v1::READ_CONSISTENCY_CACHED : v1::READ_CONSISTENCY_FRESH);
   if (inv.active.has_value()) request.set_active(*inv.active);
   if (inv.persistent.has_value()) request.set_persistent(*inv.persistent);
   if (inv.autostart.has_value()) request.set_autostart(*inv.autostart);
@@ -459,7 +479,8 @@ int RunList(const Client& client, const Invocation& inv) {
 
 int RunGet(const Client& client, const Invocation& inv) {
   const std::string& name_or_uuid = inv.positional[1];
-  absl::StatusOr<v1::Domain> domain = client.GetDomain(name_or_uuid);
+  absl::StatusOr<v1::Domain> domain = client.GetDomain(
+      name_or_uuid, inv.cached ? v1::READ_CONSISTENCY_CACHED : v1::READ_CONSISTENCY_FRESH);
   if (!domain.ok()) {
     // The server names a UUID in canonical form, whatever form was given.
     std::string what = name_or_uuid;
@@ -635,6 +656,9 @@ int Main(int argc, char** argv) {
   }
   if (command->run != RunList && !inv.first_list_option.empty()) {
     return UsageError(absl::StrCat(inv.first_list_option, " applies to list only"));
+  }
+  if (command->run != RunList && command->run != RunGet && !inv.first_read_option.empty()) {
+    return UsageError(absl::StrCat(inv.first_read_option, " applies to list and get only"));
   }
   if (command->run != RunWatch && !inv.first_watch_option.empty()) {
     return UsageError(absl::StrCat(inv.first_watch_option, " applies to watch only"));

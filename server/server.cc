@@ -136,7 +136,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
       server->pool_, server->reads_);
   auto facts = std::make_shared<FactsReader>(server->stats_, server->reads_);
   server->lister_ = std::make_shared<DomainLister>(
-      server->cache_, server->pool_, server->reads_, facts,
+      server->cache_, std::make_shared<ListingSnapshots>(ListingSnapshots::Options{}),
+      server->pool_, server->reads_, facts,
       std::make_shared<LibvirtLister>(server->cache_, server->pool_, server->reads_, facts));
   server->timers_ = std::make_unique<TimerThread>();
   server->service_ = std::make_unique<HypervisorService>(HypervisorService::Deps{

@@ -167,8 +167,11 @@ class Client {
       const v1::ListDomainsRequest& request) const;
 
   // Looks a domain up by UUID if `name_or_uuid` is one (see IsUuid), else by
-  // name. NOT_FOUND when there is no such domain.
-  absl::StatusOr<v1::Domain> GetDomain(const std::string& name_or_uuid) const;
+  // name. NOT_FOUND when there is no such domain. CACHED answers from the
+  // server's domain cache without a libvirt call (see v1::ReadConsistency).
+  absl::StatusOr<v1::Domain> GetDomain(
+      const std::string& name_or_uuid,
+      v1::ReadConsistency consistency = v1::READ_CONSISTENCY_FRESH) const;
 
   absl::StatusOr<v1::HostInfo> GetHostInfo() const;
 

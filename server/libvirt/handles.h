@@ -28,10 +28,20 @@ using DomainStatsList = std::unique_ptr<virDomainStatsRecordPtr, DomainStatsFree
 
 // Local reads of a domain object: libvirt keeps uuid, name and id in the
 // virDomainPtr itself (also for remote connections), so none is a round trip.
+// Formatted here: libvirt's own formatting (virDomainGetUUIDString) goes
+// through printf, which showed in listing profiles.
 inline std::string DomainUuid(virDomainPtr dom) {
-  char buf[VIR_UUID_STRING_BUFLEN] = {0};
-  if (virDomainGetUUIDString(dom, buf) < 0) return "";
-  return buf;
+  unsigned char raw[VIR_UUID_BUFLEN];
+  if (virDomainGetUUID(dom, raw) < 0) return "";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(VIR_UUID_STRING_BUFLEN - 1);
+  for (int i = 0; i < VIR_UUID_BUFLEN; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[raw[i] >> 4]);
+    out.push_back(kHex[raw[i] & 0xf]);
+  }
+  return out;
 }
 inline std::string DomainName(virDomainPtr dom) {
   const char* name = virDomainGetName(dom);

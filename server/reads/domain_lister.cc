@@ -1,5 +1,6 @@
 #include "server/reads/domain_lister.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -8,6 +9,12 @@
 
 namespace virtgate {
 namespace {
+
+// Whether `d`'s facts were read from libvirt at or after `t`.
+bool ReadSince(const v1::Domain& d, absl::Time t) {
+  return d.has_facts_time() &&
+         absl::FromUnixSeconds(d.facts_time().seconds()) + absl::Nanoseconds(d.facts_time().nanos()) >= t;
+}
 
 absl::Status NeverReached() {
   return absl::UnavailableError(
@@ -27,21 +34,50 @@ absl::Status WhileAlive(absl::Status status, virConnectPtr conn, const std::stri
                                              status.message(), ")"));
 }
 
-absl::StatusOr<v1::ListDomainsResponse> DomainLister::ListCached(const ListQuery& query) const {
-  const DomainCache::View view = cache_->Read(
-      {query.after, static_cast<size_t>(query.page_size),
-       [&query](const v1::Domain& d) { return query.Matches(d); }});
-  if (!view.seeded) return NeverReached();
-  v1::ListDomainsResponse response;
-  for (const DomainCache::Record& record : view.domains) {
-    v1::Domain* d = response.add_domains();
-    *d = *record;
-    // Events not flowing: the state may be old. Facts never read: unknown.
-    if (!view.current || !d->has_facts_time()) d->set_stale(true);
+DomainLister::Page DomainLister::PageOf(const ListQuery& query) const {
+  Page page;
+  if (query.snapshot != 0) page.view = snapshots_->Find(query.snapshot);
+  if (page.view != nullptr) {
+    // A later page of a listing whose snapshot is still kept.
+    page.snapshot = query.snapshot;
+    const std::vector<DomainCache::Record>& all = page.view->domains;
+    page.begin = std::upper_bound(all.begin(), all.end(), *query.after,
+                                  [](const auto& after, const DomainCache::Record& r) {
+                                    return after < std::make_pair(r->name(), r->uuid());
+                                  }) -
+                 all.begin();
+  } else {
+    // A first page (or one whose snapshot is gone): the cache now, from the
+    // cursor on, kept as the snapshot of the pages that follow.
+    page.view = std::make_shared<const DomainCache::View>(cache_->Read(
+        {query.after, SIZE_MAX, [&query](const v1::Domain& d) { return query.Matches(d); }}));
   }
-  response.set_sequence(view.sequence);
+  page.end = std::min(page.view->domains.size(), page.begin + query.page_size);
+  if (page.more() && page.snapshot == 0) page.snapshot = snapshots_->Keep(page.view);
+  return page;
+}
+
+v1::ListDomainsResponse DomainLister::Respond(const ListQuery& query, const Page& page) const {
+  v1::ListDomainsResponse response;
+  response.set_sequence(page.view->sequence);
   response.set_epoch(cache_->epoch());
-  if (view.more) response.set_next_page_token(NextPageToken(query, *view.domains.back()));
+  if (page.more()) {
+    response.set_next_page_token(
+        NextPageToken(query, *page.view->domains[page.end - 1], page.snapshot));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ListDomainsResponse> DomainLister::ListCached(const ListQuery& query) const {
+  const Page page = PageOf(query);
+  if (!page.view->seeded) return NeverReached();
+  v1::ListDomainsResponse response = Respond(query, page);
+  for (size_t i = page.begin; i < page.end; ++i) {
+    v1::Domain* d = response.add_domains();
+    *d = *page.view->domains[i];
+    // Events not flowing: the state may be old. Facts never read: unknown.
+    if (!page.view->current || !d->has_facts_time()) d->set_stale(true);
+  }
   return response;
 }
 
@@ -61,8 +97,7 @@ absl::StatusOr<v1::Domain> DomainLister::GetCached(const GetQuery& query) const 
   return d;
 }
 
-absl::StatusOr<DomainCache::View> DomainLister::FreshPage(const ListQuery& query,
-                                                          ConnectionPool::Lease* lease) {
+absl::Status DomainLister::ReadAutostart(const ListQuery& query, ConnectionPool::Lease* lease) {
   // Autostart has no event and no stats group: one flagged listing of all
   // domains, once per paged listing (the first page's; later pages use any
   // reading taken since the listing began).
@@ -73,24 +108,33 @@ absl::StatusOr<DomainCache::View> DomainLister::FreshPage(const ListQuery& query
     if (!autostart.ok()) return autostart.status();
     cache_->UpdateAutostart(*autostart, started);
   }
-  return cache_->Read({query.after, static_cast<size_t>(query.page_size),
-                       [&query](const v1::Domain& d) { return query.Matches(d); }});
+  return absl::OkStatus();
+}
+
+std::vector<FactsReader::Wanted> DomainLister::Everything() const {
+  std::vector<FactsReader::Wanted> all;
+  const DomainCache::View view = cache_->Read({});
+  all.reserve(view.domains.size());
+  for (const DomainCache::Record& r : view.domains) all.push_back({r->uuid(), r->sequence()});
+  return all;
 }
 
 void DomainLister::Record(const std::vector<FactsReader::Wanted>& wanted,
                           const FactsReader::Result& read) {
   std::vector<DomainCache::Facts> facts;
-  facts.reserve(read.facts.size());
+  facts.reserve(wanted.size());
   std::vector<DomainCache::Observed> observed;
   observed.reserve(wanted.size());
-  for (const FactsReader::Wanted& w : wanted) {
-    if (auto it = read.facts.find(w.uuid); it != read.facts.end()) facts.push_back(it->second);
-    auto stats = read.stats.find(w.uuid);
-    if (stats != read.stats.end() && stats->second.state.has_value()) {
-      observed.push_back(
-          {w.uuid, true, ToProtoState(*stats->second.state), stats->second.id});
-    } else if (stats == read.stats.end() && !read.unreadable.contains(w.uuid)) {
-      observed.push_back({w.uuid, /*exists=*/false});
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    const FactsReader::DomainRead& r = read.domains[i];
+    if (r.outcome == FactsReader::DomainRead::Outcome::kGone) {
+      observed.push_back({wanted[i].uuid, /*exists=*/false});
+      continue;
+    }
+    if (r.outcome != FactsReader::DomainRead::Outcome::kRead) continue;
+    facts.push_back(r.facts);
+    if (r.stats.state.has_value()) {
+      observed.push_back({wanted[i].uuid, true, ToProtoState(*r.stats.state), r.stats.id});
     }
   }
   cache_->UpdateFacts(facts, read.read_at);
@@ -102,35 +146,52 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::ListFresh(const ListQuery&
   absl::StatusOr<ConnectionPool::Lease> lease = pool_->Acquire(deadline);
   if (!lease.ok()) return lease.status();
   const std::string& uri = pool_->options().connect.uri;
-  absl::StatusOr<DomainCache::View> view = FreshPage(query, &*lease);
-  if (!view.ok()) return WhileAlive(view.status(), lease->get(), uri);
-  if (!view->current) {
+  if (absl::Status s = ReadAutostart(query, &*lease); !s.ok()) {
+    return WhileAlive(s, lease->get(), uri);
+  }
+  const Page page = PageOf(query);
+  if (!page.view->current) {
     absl::StatusOr<v1::ListDomainsResponse> direct = libvirt_->List(query, &*lease, deadline);
     if (!direct.ok()) return WhileAlive(direct.status(), lease->get(), uri);
     return direct;
   }
+  // Facts read since the listing began (by an earlier page of it, or by
+  // another reader) are fresh enough; the rest are read now.
+  const DomainCache::Record* first = page.view->domains.data() + page.begin;
+  const std::vector<DomainCache::Record> current =
+      cache_->Current(first, page.view->domains.data() + page.end);
   std::vector<FactsReader::Wanted> wanted;
-  wanted.reserve(view->domains.size());
-  for (const DomainCache::Record& r : view->domains) wanted.push_back({r->uuid(), r->sequence()});
-  // The page is every domain there is: one call reads them all.
-  const bool all = !query.after && !view->more && view->domains.size() == view->total;
+  for (const DomainCache::Record& r : current) {
+    if (r != nullptr && !ReadSince(*r, query.listing_started)) {
+      wanted.push_back({r->uuid(), r->sequence()});
+    }
+  }
+  // Many of them: one call reads every domain (GetAllDomainStats costs less
+  // per domain than naming them), and the listing's later pages then need
+  // no libvirt call at all.
+  const bool all = wanted.size() * 4 >= page.view->total;
+  if (all) wanted = Everything();
   absl::StatusOr<FactsReader::Result> read =
-      facts_->Read(&*lease, wanted, all, FactsReader::InfoReuse::kWhileUnchanged, deadline);
+      wanted.empty() ? FactsReader::Result{}
+                     : facts_->Read(&*lease, wanted, all, FactsReader::InfoReuse::kWhileUnchanged,
+                                    deadline);
   if (!read.ok()) return WhileAlive(read.status(), lease->get(), uri);
   Record(wanted, *read);
-  v1::ListDomainsResponse response;
-  for (const DomainCache::Record& record : view->domains) {
+  absl::flat_hash_map<absl::string_view, const FactsReader::DomainRead*> now;
+  for (size_t i = 0; i < wanted.size(); ++i) now.emplace(wanted[i].uuid, &read->domains[i]);
+  v1::ListDomainsResponse response = Respond(query, page);
+  for (size_t i = 0; i < current.size(); ++i) {
     v1::Domain* d = response.add_domains();
-    *d = *record;
-    if (auto it = read->facts.find(d->uuid()); it != read->facts.end()) {
-      DomainCache::ApplyFacts(it->second, read->read_at, d);
+    *d = *first[i];  // identity and state as of the listing's sequence
+    auto it = now.find(d->uuid());
+    if (it != now.end() && it->second->outcome == FactsReader::DomainRead::Outcome::kRead) {
+      DomainCache::ApplyFacts(it->second->facts, read->read_at, d);
+    } else if (it == now.end() && current[i] != nullptr) {
+      DomainCache::CopyFacts(*current[i], d);  // read since the listing began
     } else {
       d->set_stale(true);  // busy, unreadable, or undefined since `sequence`
     }
   }
-  response.set_sequence(view->sequence);
-  response.set_epoch(cache_->epoch());
-  if (view->more) response.set_next_page_token(NextPageToken(query, *view->domains.back()));
   return response;
 }
 
@@ -151,15 +212,15 @@ absl::StatusOr<v1::Domain> DomainLister::GetFresh(const GetQuery& query, absl::T
   if (!read.ok()) return WhileAlive(read.status(), lease->get(), uri);
   Record(wanted, *read);
   v1::Domain d = **record;
-  auto it = read->facts.find(d.uuid());
-  if (it == read->facts.end()) {
-    if (!read->unreadable.contains(d.uuid())) {
-      return absl::NotFoundError(absl::StrCat("domain ", d.uuid(), " was undefined"));
-    }
+  const FactsReader::DomainRead& r = read->domains[0];
+  if (r.outcome == FactsReader::DomainRead::Outcome::kGone) {
+    return absl::NotFoundError(absl::StrCat("domain ", d.uuid(), " was undefined"));
+  }
+  if (r.outcome == FactsReader::DomainRead::Outcome::kUnreadable) {
     d.set_stale(true);  // a call on it is stuck: what is known, at once
     return d;
   }
-  DomainCache::ApplyFacts(it->second, read->read_at, &d);
+  DomainCache::ApplyFacts(r.facts, read->read_at, &d);
   // One domain: its autostart flag directly (one round trip).
   absl::StatusOr<std::vector<DomainHandle>> dom =
       lease->handles().Resolve(lease->get(), {d.uuid()}, reads_.get());

@@ -2,15 +2,20 @@
 //
 // Identity, state and membership come from the DomainCache as of one event
 // sequence, which the page names, so list-then-watch neither loses nor
-// repeats a change. Then:
+// repeats a change. Every page of a paged listing comes from the snapshot
+// its first page took (ListingSnapshots), so all pages name one sequence.
+// Then:
 //   - CACHED: nothing else; no libvirt call (facts_time says how old the
 //     facts are). Runs on any thread.
-//   - FRESH: the page's facts are read from libvirt now, with one bulk-stats
-//     call for the page's domains (FactsReader): libvirt work proportional
-//     to the page, not to every domain. Autostart, which libvirt can only
-//     list for all domains at once, is read once per paged listing (on its
-//     first page). The states libvirt reported go to the cache's drift
-//     check. Blocks on libvirt: worker threads only.
+//   - FRESH: the facts are read from libvirt since the listing began (its
+//     first page's arrival). A page reads those of its domains not read
+//     since then with one bulk-stats call (FactsReader): naming them when
+//     few, or reading every domain at once (cheaper per domain) when they
+//     are a quarter of all or more, in which case the listing's later pages
+//     make no libvirt call. Autostart, which libvirt can only list for all
+//     domains at once, is read the same way, once per listing. The states
+//     libvirt reported go to the cache's drift check. Blocks on libvirt:
+//     worker threads only.
 // While the cache is not current (the event connection is down), FRESH
 // reads come from libvirt alone (LibvirtLister) and are not tied to a
 // sequence; CACHED ones mark every domain stale.
@@ -27,6 +32,7 @@
 #include "server/reads/domain_query.h"
 #include "server/reads/facts_reader.h"
 #include "server/reads/libvirt_lister.h"
+#include "server/reads/listing_snapshots.h"
 #include "server/state/domain_cache.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
@@ -34,10 +40,11 @@ namespace virtgate {
 
 class DomainLister {
  public:
-  DomainLister(std::shared_ptr<DomainCache> cache, std::shared_ptr<ConnectionPool> pool,
-               std::shared_ptr<DomainReads> reads, std::shared_ptr<FactsReader> facts,
-               std::shared_ptr<LibvirtLister> libvirt)
+  DomainLister(std::shared_ptr<DomainCache> cache, std::shared_ptr<ListingSnapshots> snapshots,
+               std::shared_ptr<ConnectionPool> pool, std::shared_ptr<DomainReads> reads,
+               std::shared_ptr<FactsReader> facts, std::shared_ptr<LibvirtLister> libvirt)
       : cache_(std::move(cache)),
+        snapshots_(std::move(snapshots)),
         pool_(std::move(pool)),
         reads_(std::move(reads)),
         facts_(std::move(facts)),
@@ -50,14 +57,27 @@ class DomainLister {
   absl::StatusOr<v1::Domain> GetFresh(const GetQuery& query, absl::Time deadline);
 
  private:
-  // The cache's page for `query`, autostart read first where needed.
-  absl::StatusOr<DomainCache::View> FreshPage(const ListQuery& query,
-                                              ConnectionPool::Lease* lease);
+  // One page of a listing: the listing's snapshot, and where the page is in it.
+  struct Page {
+    ListingSnapshots::View view;  // the listing, from where it started
+    size_t begin = 0;
+    size_t end = 0;          // this page: view->domains[begin, end)
+    uint64_t snapshot = 0;   // kept for the pages that follow (0: none follow)
+    bool more() const { return end < view->domains.size(); }
+  };
+  Page PageOf(const ListQuery& query) const;
+  // A response for `page` with its sequence, epoch and next page token.
+  v1::ListDomainsResponse Respond(const ListQuery& query, const Page& page) const;
+  // Reads every domain's autostart flag, unless read since the listing began.
+  absl::Status ReadAutostart(const ListQuery& query, ConnectionPool::Lease* lease);
+  // Every domain in the cache, to read all of them.
+  std::vector<FactsReader::Wanted> Everything() const;
   // Reports what libvirt said of `wanted` to the cache (facts, drift).
   void Record(const std::vector<FactsReader::Wanted>& wanted,
               const FactsReader::Result& read);
 
   const std::shared_ptr<DomainCache> cache_;
+  const std::shared_ptr<ListingSnapshots> snapshots_;
   const std::shared_ptr<ConnectionPool> pool_;
   const std::shared_ptr<DomainReads> reads_;
   const std::shared_ptr<FactsReader> facts_;

@@ -67,6 +67,7 @@ absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request
     }
     q.after = std::make_pair(cursor->last_name, cursor->last_uuid);
     q.listing_started = absl::FromUnixNanos(cursor->listing_started_unix_nanos);
+    q.snapshot = cursor->snapshot;
   }
   return q;
 }
@@ -89,9 +90,9 @@ absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request) {
   return q;
 }
 
-std::string NextPageToken(const ListQuery& query, const v1::Domain& last) {
+std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot) {
   return EncodePageToken({last.name(), last.uuid(), query.fingerprint,
-                          absl::ToUnixNanos(query.listing_started)});
+                          absl::ToUnixNanos(query.listing_started), snapshot});
 }
 
 }  // namespace virtgate

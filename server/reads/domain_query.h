@@ -31,6 +31,7 @@ struct ListQuery {
   bool cached = false;
   // When the listing's first page arrived (a later page's token says).
   absl::Time listing_started;
+  uint64_t snapshot = 0;  // the listing's snapshot (a later page's token says)
   uint64_t fingerprint = 0;  // of the filters, for the next token
 
   // Whether `d` passes the filters, with `autostart` as given (FRESH reads
@@ -50,7 +51,7 @@ absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request
                                            const PageLimits& limits, absl::Time now);
 absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request);
 
-// The next page's token, after `last`.
-std::string NextPageToken(const ListQuery& query, const v1::Domain& last);
+// The next page's token, after `last`, served from `snapshot`.
+std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot);
 
 }  // namespace virtgate

@@ -35,75 +35,87 @@ absl::StatusOr<FactsReader::Result> FactsReader::Read(ConnectionPool::Lease* lea
   for (const Wanted& w : wanted) uuids.push_back(w.uuid);
   absl::StatusOr<BulkStatsReader::Result> read = stats_->Read(lease, uuids, all_domains, deadline);
   if (!read.ok()) return read.status();
-  result.unreadable = std::move(read->busy);
-  for (DomainStats& s : read->stats) result.stats.emplace(s.uuid, std::move(s));
-  std::vector<const Wanted*> need_info;
-  for (const Wanted& w : wanted) {
-    auto it = result.stats.find(w.uuid);
-    if (it == result.stats.end()) continue;  // busy, or gone
-    result.facts.emplace(w.uuid, FromStats(it->second));
-    if (!it->second.has_facts()) need_info.push_back(&w);
+  absl::flat_hash_map<absl::string_view, size_t> at;  // uuid -> its record in read->stats
+  at.reserve(read->stats.size());
+  for (size_t i = 0; i < read->stats.size(); ++i) at.emplace(read->stats[i].uuid, i);
+  result.domains.resize(wanted.size());
+  std::vector<size_t> need;
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    DomainRead& r = result.domains[i];
+    auto it = at.find(wanted[i].uuid);
+    if (it == at.end()) {
+      if (read->busy.contains(wanted[i].uuid)) r.outcome = DomainRead::Outcome::kUnreadable;
+      continue;
+    }
+    r.outcome = DomainRead::Outcome::kRead;
+    r.stats = std::move(read->stats[it->second]);
+    r.facts = FromStats(r.stats);
+    if (!r.stats.has_facts()) need.push_back(i);
   }
-  if (!need_info.empty()) ReadInfo(lease, need_info, reuse, deadline, &result);
+  if (!need.empty()) ReadInfo(lease, wanted, need, reuse, deadline, &result);
   return result;
 }
 
-void FactsReader::ReadInfo(ConnectionPool::Lease* lease, const std::vector<const Wanted*>& need,
-                           InfoReuse reuse, absl::Time deadline, Result* result) {
-  std::vector<std::string> fetch;
-  absl::flat_hash_map<std::string, uint64_t> sequence_of;
+void FactsReader::ReadInfo(ConnectionPool::Lease* lease, const std::vector<Wanted>& wanted,
+                           const std::vector<size_t>& need, InfoReuse reuse,
+                           absl::Time deadline, Result* result) {
+  std::vector<size_t> fetch;
   {
     const absl::Time now = absl::Now();
     absl::MutexLock lock(&mu_);
-    if (info_.size() > 2 * need.size() + 4096) info_.clear();  // bounded under churn
-    for (const Wanted* w : need) {
-      sequence_of[w->uuid] = w->sequence;
-      auto it = info_.find(w->uuid);
-      const uint32_t id = result->stats.at(w->uuid).id;
+    if (info_.size() > prune_at_) {
+      // Bounded under churn: what was read over 5 minutes ago is due anyway.
+      absl::erase_if(info_, [&](const auto& kv) { return now - kv.second.fetched >= kInfoTtl; });
+      prune_at_ = 2 * info_.size() + 1024;
+    }
+    for (size_t i : need) {
+      DomainRead& r = result->domains[i];
+      auto it = info_.find(wanted[i].uuid);
       const bool reusable = reuse == InfoReuse::kWhileUnchanged && it != info_.end() &&
-                            it->second.sequence == w->sequence && it->second.id == id &&
-                            now - it->second.fetched < kInfoTtl;
+                            it->second.sequence == wanted[i].sequence &&
+                            it->second.id == r.stats.id && now - it->second.fetched < kInfoTtl;
       if (!reusable) {
-        fetch.push_back(w->uuid);
+        fetch.push_back(i);
         continue;
       }
-      DomainCache::Facts& f = result->facts.at(w->uuid);
-      f.vcpus = it->second.info.vcpus;
-      f.memory_kib = it->second.info.memory_kib;
-      f.max_memory_kib = it->second.info.max_memory_kib;
+      r.facts.vcpus = it->second.info.vcpus;
+      r.facts.memory_kib = it->second.info.memory_kib;
+      r.facts.max_memory_kib = it->second.info.max_memory_kib;
     }
   }
   if (fetch.empty()) return;
+  std::vector<std::string> uuids;
+  for (size_t i : fetch) uuids.push_back(wanted[i].uuid);
   absl::StatusOr<std::vector<DomainHandle>> doms =
-      lease->handles().Resolve(lease->get(), fetch, reads_.get());
+      lease->handles().Resolve(lease->get(), uuids, reads_.get());
   std::vector<std::pair<std::string, Info>> fetched;
-  for (size_t i = 0; i < fetch.size(); ++i) {
-    const std::string& uuid = fetch[i];
+  for (size_t k = 0; k < fetch.size(); ++k) {
+    DomainRead& r = result->domains[fetch[k]];
+    const std::string& uuid = uuids[k];
     absl::StatusOr<DomainInfo> info = absl::UnavailableError("no handle");
     if (!doms.ok()) {
       info = doms.status();
-    } else if (!(*doms)[i]) {
+    } else if (!(*doms)[k]) {
       info = absl::NotFoundError("undefined");
     } else if (stats_->busy().IsBusy(uuid)) {
       info = absl::UnavailableError("busy");  // a call on it is stuck: not another
     } else {
       BusyDomains::Call call = stats_->shared_busy()->Begin(uuid, deadline);
-      info = reads_->Info((*doms)[i].get());
+      info = reads_->Info((*doms)[k].get());
     }
     if (!info.ok()) {
       // Cannot read it now: report the last known facts, marked stale,
       // rather than leave it out (a missing domain looks deleted).
       LogDebug("domain ", uuid, " reported stale: ", info.status().message());
-      result->facts.erase(uuid);
-      if (info.status().code() != absl::StatusCode::kNotFound) result->unreadable.insert(uuid);
+      r.outcome = info.status().code() == absl::StatusCode::kNotFound
+                      ? DomainRead::Outcome::kGone
+                      : DomainRead::Outcome::kUnreadable;
       continue;
     }
-    DomainCache::Facts& f = result->facts.at(uuid);
-    f.vcpus = info->vcpus;
-    f.memory_kib = info->memory_kib;
-    f.max_memory_kib = info->max_memory_kib;
-    fetched.emplace_back(uuid,
-                         Info{sequence_of[uuid], result->stats.at(uuid).id, *info, absl::Now()});
+    r.facts.vcpus = info->vcpus;
+    r.facts.memory_kib = info->memory_kib;
+    r.facts.max_memory_kib = info->max_memory_kib;
+    fetched.emplace_back(uuid, Info{wanted[fetch[k]].sequence, r.stats.id, *info, absl::Now()});
   }
   absl::MutexLock lock(&mu_);
   for (auto& [uuid, info] : fetched) info_[uuid] = std::move(info);

@@ -38,13 +38,20 @@ class FactsReader {
     kWhileUnchanged,  // listings: per-domain info is kept (see above)
     kNever,           // GetDomain: always read it again
   };
+  // What was read of one wanted domain.
+  struct DomainRead {
+    enum class Outcome {
+      kRead,        // `stats` and `facts` are libvirt's, now
+      kUnreadable,  // busy (a call on it is stuck) or failed: report it stale
+      kGone,        // libvirt no longer has it
+    };
+    Outcome outcome = Outcome::kGone;
+    DomainStats stats;
+    DomainCache::Facts facts;
+  };
   struct Result {
     absl::Time read_at;
-    absl::flat_hash_map<std::string, DomainCache::Facts> facts;  // read now
-    absl::flat_hash_map<std::string, DomainStats> stats;         // libvirt's records
-    // Those with no facts now: busy (a call on them is stuck) or unreadable.
-    // (A wanted domain in neither map nor here no longer exists.)
-    absl::flat_hash_set<std::string> unreadable;
+    std::vector<DomainRead> domains;  // one per wanted domain, in the same order
   };
 
   FactsReader(std::shared_ptr<BulkStatsReader> stats, std::shared_ptr<DomainReads> reads)
@@ -66,14 +73,17 @@ class FactsReader {
   };
   static constexpr absl::Duration kInfoTtl = absl::Minutes(5);
 
-  // The per-domain info of `need` (uuid -> its Wanted), from memory or libvirt.
-  void ReadInfo(ConnectionPool::Lease* lease, const std::vector<const Wanted*>& need,
-                InfoReuse reuse, absl::Time deadline, Result* result);
+  // Completes the reads of the domains at `need` (whose bulk stats lack
+  // vCPUs and memory) from memory or, one call each, from libvirt.
+  void ReadInfo(ConnectionPool::Lease* lease, const std::vector<Wanted>& wanted,
+                const std::vector<size_t>& need, InfoReuse reuse, absl::Time deadline,
+                Result* result);
 
   const std::shared_ptr<BulkStatsReader> stats_;
   const std::shared_ptr<DomainReads> reads_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Info> info_ ABSL_GUARDED_BY(mu_);
+  size_t prune_at_ ABSL_GUARDED_BY(mu_) = 1024;  // size that triggers dropping expired entries
 };
 
 }  // namespace virtgate

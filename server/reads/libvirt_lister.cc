@@ -90,12 +90,13 @@ absl::StatusOr<v1::ListDomainsResponse> LibvirtLister::List(const ListQuery& que
     absl::StatusOr<FactsReader::Result> read =
         facts_->Read(lease, wanted, false, FactsReader::InfoReuse::kWhileUnchanged, deadline);
     if (!read.ok()) return read.status();
-    for (const FactsReader::Wanted& w : wanted) {
+    for (size_t i = 0; i < wanted.size(); ++i) {
+      const FactsReader::Wanted& w = wanted[i];
+      const FactsReader::DomainRead& r = read->domains[i];
       v1::Domain d;
-      if (auto s = read->stats.find(w.uuid); s != read->stats.end()) {
-        auto f = read->facts.find(w.uuid);
-        d = FromStats(s->second, f == read->facts.end() ? nullptr : &f->second, read->read_at);
-      } else if (!read->unreadable.contains(w.uuid)) {
+      if (r.outcome == FactsReader::DomainRead::Outcome::kRead) {
+        d = FromStats(r.stats, &r.facts, read->read_at);
+      } else if (r.outcome == FactsReader::DomainRead::Outcome::kGone) {
         continue;  // undefined since it was listed
       } else if (std::optional<DomainCache::Record> known = cache_->FindByUuid(w.uuid)) {
         d = **known;  // busy: its last known record
@@ -119,7 +120,7 @@ absl::StatusOr<v1::ListDomainsResponse> LibvirtLister::List(const ListQuery& que
     v1::Domain last;
     last.set_name(std::get<0>(entries[next - 1]));
     last.set_uuid(std::get<1>(entries[next - 1]));
-    response.set_next_page_token(NextPageToken(query, last));
+    response.set_next_page_token(NextPageToken(query, last, /*snapshot=*/0));
   }
   return response;  // sequence 0, epoch empty: not tied to a sequence
 }
@@ -139,10 +140,10 @@ absl::StatusOr<v1::Domain> LibvirtLister::Get(const GetQuery& query, absl::Time 
       facts_->Read(&*lease, {{uuid, 0}}, false, FactsReader::InfoReuse::kNever, deadline);
   if (!read.ok()) return WhileAlive(read.status(), lease->get(), uri);
   v1::Domain d;
-  if (auto s = read->stats.find(uuid); s != read->stats.end()) {
-    auto f = read->facts.find(uuid);
-    d = FromStats(s->second, f == read->facts.end() ? nullptr : &f->second, read->read_at);
-  } else if (!read->unreadable.contains(uuid)) {
+  const FactsReader::DomainRead& r = read->domains[0];
+  if (r.outcome == FactsReader::DomainRead::Outcome::kRead) {
+    d = FromStats(r.stats, &r.facts, read->read_at);
+  } else if (r.outcome == FactsReader::DomainRead::Outcome::kGone) {
     return absl::NotFoundError(absl::StrCat("domain ", uuid, " was undefined while being read"));
   } else {
     // A call on it is stuck: what is known, at once.

@@ -10,7 +10,7 @@
 namespace virtgate {
 namespace {
 
-constexpr char kVersion = 2;
+constexpr char kVersion = 3;
 constexpr size_t kMaxField = 4096;
 
 // FNV-1a, 64 bit: stable across builds and platforms, unlike std::hash.
@@ -66,6 +66,7 @@ std::string EncodePageToken(const PageCursor& cursor) {
   raw.push_back(kVersion);
   PutU64(&raw, cursor.filter_fingerprint);
   PutU64(&raw, static_cast<uint64_t>(cursor.listing_started_unix_nanos));
+  PutU64(&raw, cursor.snapshot);
   PutString(&raw, cursor.last_name);
   PutString(&raw, cursor.last_uuid);
   PutU64(&raw, Fnv1a(raw, Fnv1a(kSalt)));
@@ -75,7 +76,7 @@ std::string EncodePageToken(const PageCursor& cursor) {
 absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token) {
   std::string raw;
   if (!absl::WebSafeBase64Unescape(token, &raw)) return Invalid("not base64url");
-  if (raw.size() < 1 + 8 + 8 + 4 + 4 + 8) return Invalid("too short");
+  if (raw.size() < 1 + 8 + 8 + 8 + 4 + 4 + 8) return Invalid("too short");
   if (raw[0] != kVersion) return Invalid("unknown version");
   absl::string_view body(raw.data(), raw.size() - 8);
   absl::string_view tail(raw.data() + raw.size() - 8, 8);
@@ -87,6 +88,7 @@ absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token) {
   PageCursor cursor;
   uint64_t started = 0;
   if (!GetU64(&in, &cursor.filter_fingerprint) || !GetU64(&in, &started) ||
+      !GetU64(&in, &cursor.snapshot) ||
       !GetString(&in, &cursor.last_name) ||
       !GetString(&in, &cursor.last_uuid) || !in.empty()) {
     return Invalid("malformed");

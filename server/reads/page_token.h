@@ -6,9 +6,9 @@
 // skipped or repeated. The token also carries a fingerprint of the filters
 // it was issued for, so reusing it with other filters is INVALID_ARGUMENT.
 //
-// It also carries when the listing's first page arrived: a FRESH listing
-// reads autostart (which libvirt lists only for all domains at once) once,
-// and later pages may use any reading taken since.
+// It also carries when the listing's first page arrived (a FRESH listing's
+// facts need only have been read since then) and which snapshot of the
+// domain cache the listing is served from (ListingSnapshots).
 //
 // The checksum detects truncation and tampering; it is not a secret (a token
 // only names a position in a listing the caller may read anyway), so tokens
@@ -29,6 +29,7 @@ struct PageCursor {
   std::string last_uuid;
   uint64_t filter_fingerprint = 0;
   int64_t listing_started_unix_nanos = 0;
+  uint64_t snapshot = 0;  // the listing's ListingSnapshots id (0: none)
 };
 
 std::string EncodePageToken(const PageCursor& cursor);

@@ -41,6 +41,19 @@ DomainCache::DomainCache(Options options, std::shared_ptr<EventHub> hub,
                          std::shared_ptr<Availability> availability)
     : options_(options), hub_(std::move(hub)), availability_(std::move(availability)) {}
 
+void DomainCache::CopyFacts(const v1::Domain& from, v1::Domain* to) {
+  to->set_vcpus(from.vcpus());
+  to->set_memory_kib(from.memory_kib());
+  to->set_max_memory_kib(from.max_memory_kib());
+  to->set_cpu_time_ns(from.cpu_time_ns());
+  to->set_autostart(from.autostart());
+  *to->mutable_facts_time() = from.facts_time();
+  if (from.state() == to->state()) {
+    to->set_state_reason(from.state_reason());
+    to->set_state_reason_code(from.state_reason_code());
+  }
+}
+
 // --- The feed's side
 
 void DomainCache::OnEvent(v1::LifecycleEvent event) {
@@ -234,6 +247,18 @@ DomainCache::View DomainCache::Read(const Query& query) const {
     view.domains.push_back(record);
   }
   return view;
+}
+
+std::vector<DomainCache::Record> DomainCache::Current(const Record* begin,
+                                                      const Record* end) const {
+  std::vector<Record> out;
+  out.reserve(end - begin);
+  absl::MutexLock lock(&mu_);
+  for (const Record* r = begin; r != end; ++r) {
+    auto it = records_.find((*r)->uuid());
+    out.push_back(it == records_.end() ? nullptr : it->second);
+  }
+  return out;
 }
 
 std::optional<DomainCache::Record> DomainCache::FindByUuid(const std::string& uuid,

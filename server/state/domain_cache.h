@@ -106,6 +106,8 @@ class DomainCache {
   };
   // Sets `record`'s facts from `facts`, read at `read_at`.
   static void ApplyFacts(const Facts& facts, absl::Time read_at, v1::Domain* record);
+  // Sets `to`'s facts (and autostart) from another record of the domain.
+  static void CopyFacts(const v1::Domain& from, v1::Domain* to);
 
   // What a fresh read saw of a domain's state, for drift detection.
   struct Observed {
@@ -139,6 +141,8 @@ class DomainCache {
 
   // --- Readers.
   View Read(const Query& query) const;
+  // The current records of `records` (null where the domain is gone).
+  std::vector<Record> Current(const Record* begin, const Record* end) const;
   std::optional<Record> FindByUuid(const std::string& uuid, View* at = nullptr) const;
   std::optional<Record> FindByName(const std::string& name, View* at = nullptr) const;
   // The records matching `filter` (by uuid and name) and a hub subscription

@@ -1,31 +1,41 @@
 // ListDomains latency through virtgated against the raw libvirt floor, in
-// the same run, on the same private libvirtd (test driver, 1,000 domains,
-// half running).
+// the same run, on the same private libvirtd (test driver, half of the
+// domains running), at 1,001 and then 10,001 domains:
 //
-//   BM_LibvirtBulkFloor       virConnectListAllDomains + one
-//                             virDomainListGetStats over a direct connection:
-//                             the least any libvirt client can do.
-//   BM_LibvirtPerDomainInfo   the naive client: list, then virDomainGetInfo
-//                             for every domain.
-//   BM_VirtgateListDomains    one gRPC ListDomains returning every domain
-//                             (page_size 5000), and the default page size
-//                             followed to the end (3 pages).
+//   Floor/N            virConnectListAllDomains + virConnectGetAllDomainStats
+//                      over one direct connection, and freeing what they
+//                      returned (as any client must; virtgated does too):
+//                      what a direct client does to read every domain with
+//                      its stats, minus looking at them.
+//   GetAllStats/N      virConnectGetAllDomainStats alone: every domain's
+//                      handle and stats in one call (and the free).
+//   PerDomainInfo/N    the naive client: list, then virDomainGetInfo for
+//                      every domain (1,001 only).
+//   FreshOnePage/N     virtgate ListDomains, FRESH, in the largest pages the
+//                      server allows (5,000): one RPC at 1,001, three at 10,001.
+//   FreshDefaultPages/N  the same with the default page size (500).
+//   CachedOnePage/N    virtgate ListDomains, CACHED, largest pages: no
+//                      libvirt call at all (checked: virtgated's own count).
 //
-// Each reports p50/p99 per listing (ms) as counters. Run it with
+// Each reports p50_ms/p99_ms per complete listing, and virtgate's cases
+// their p50 as a multiple of the floor's in the same run (x_floor_p50). A
+// result that is wrong (a listing incomplete, a CACHED listing that called
+// libvirt) fails the run: exit status 1. Run it with
 //   build/tests/list_domains_bench --benchmark_out=FILE --benchmark_out_format=json
-// (deploy/run-tests.sh does, writing build/bench/list_domains.{json,txt}).
+// (deploy/run-tests.sh does, writing build/bench/list_domains.json).
 #include <benchmark/benchmark.h>
 #include <grpcpp/grpcpp.h>
 #include <libvirt/libvirt.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "server/libvirt/handles.h"
 #include "server/server.h"
-#include "tests/bench/direct_listing.h"
 #include "tests/bench/latencies.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"
@@ -34,19 +44,46 @@
 namespace virtgate {
 namespace {
 
-constexpr int kDomains = 1000;
+constexpr unsigned int kAllGroups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
+                                    VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU;
 
+bool g_wrong = false;  // a benchmark found a wrong result: the run fails
+
+void Wrong(benchmark::State& state, const std::string& why) {
+  std::fprintf(stderr, "list_domains_bench: wrong result: %s\n", why.c_str());
+  g_wrong = true;
+  state.SkipWithError(why.c_str());
+}
+
+// One private libvirtd and one virtgated, grown from 1,001 domains to
+// 10,001 between the two rounds (the test domain counts as one).
 struct BenchRig {
   ~BenchRig() {
     stub.reset();
     server.reset();
     direct.reset();
   }
+  absl::Status GrowTo(int domains) {
+    if (domains <= size) return absl::OkStatus();
+    absl::Status s = testing::DefineDomains(direct.get(), absl::StrCat("vm", size, "-"),
+                                            domains - size, 2);
+    if (!s.ok()) return s;
+    size = domains;
+    // The cache learns of them through events.
+    if (!testing::WaitFor([&] { return server->cache()->GetStats().domains == size_t(size); },
+                          absl::Seconds(120))) {
+      return absl::DeadlineExceededError("virtgated's cache did not reach every domain");
+    }
+    return absl::OkStatus();
+  }
+
   std::unique_ptr<testing::PrivateLibvirtd> daemon;
   ConnectHandle direct;
   std::unique_ptr<Server> server;
   std::unique_ptr<v1::Hypervisor::Stub> stub;
+  int size = 1;  // the test driver's own domain
   std::string error;
+  std::map<int, double> floor_p50_ms;  // by domain count
 };
 
 BenchRig* Rig() {
@@ -60,10 +97,6 @@ BenchRig* Rig() {
     }
     r->daemon = *std::move(d);
     r->direct.reset(virConnectOpen(r->daemon->uri().c_str()));
-    if (absl::Status s = testing::DefineDomains(r->direct.get(), "vm-", kDomains, 2); !s.ok()) {
-      r->error = std::string(s.message());
-      return r;
-    }
     Server::Options o;
     o.libvirt_uri = r->daemon->uri();
     o.listen = "127.0.0.1:0";
@@ -80,79 +113,142 @@ BenchRig* Rig() {
   return rig;
 }
 
-
-#define REQUIRE_RIG(state)                 \
-  BenchRig* rig = Rig();                   \
-  if (!rig->error.empty()) {               \
-    (state).SkipWithError(rig->error.c_str()); \
-    return;                                \
+BenchRig* RigWith(benchmark::State& state, int domains) {
+  BenchRig* rig = Rig();
+  if (rig->error.empty()) {
+    if (absl::Status s = rig->GrowTo(domains); !s.ok()) rig->error = std::string(s.message());
   }
+  if (!rig->error.empty()) {
+    Wrong(state, rig->error);
+    return nullptr;
+  }
+  return rig;
+}
 
-void BM_LibvirtBulkFloor(benchmark::State& state) {
-  REQUIRE_RIG(state);
+void Floor(benchmark::State& state, int domains) {
+  BenchRig* rig = RigWith(state, domains);
+  if (rig == nullptr) return;
   bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    const bench::DirectListing l = bench::ListAllWithStats(
-        rig->direct.get(), VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
-                               VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU);
+    virDomainPtr* doms = nullptr;
+    const int listed = virConnectListAllDomains(rig->direct.get(), &doms, 0);
+    virDomainStatsRecordPtr* records = nullptr;
+    const int with_stats = virConnectGetAllDomainStats(
+        rig->direct.get(), kAllGroups, &records, VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
+    DomainStatsList{records};
+    AdoptDomainArray(doms, listed);
     lat.Add(std::chrono::steady_clock::now() - t0);
-    if (l.listed != kDomains + 1 || l.with_stats != l.listed) {
-      state.SkipWithError("libvirt listing incomplete");
-    }
+    if (listed != domains || with_stats != domains) Wrong(state, "libvirt listing incomplete");
   }
   lat.Report(state);
-  state.counters["domains"] = kDomains + 1;
+  rig->floor_p50_ms[domains] = state.counters["p50_ms"];
 }
-BENCHMARK(BM_LibvirtBulkFloor)->Iterations(300)->Unit(benchmark::kMillisecond);
 
-void BM_LibvirtPerDomainInfo(benchmark::State& state) {
-  REQUIRE_RIG(state);
+void GetAllStats(benchmark::State& state, int domains) {
+  BenchRig* rig = RigWith(state, domains);
+  if (rig == nullptr) return;
+  bench::Latencies lat;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    virDomainStatsRecordPtr* records = nullptr;
+    const int n = virConnectGetAllDomainStats(rig->direct.get(), kAllGroups, &records,
+                                              VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
+    DomainStatsList{records};
+    lat.Add(std::chrono::steady_clock::now() - t0);
+    if (n != domains) Wrong(state, "libvirt listing incomplete");
+  }
+  lat.Report(state);
+}
+
+void PerDomainInfo(benchmark::State& state, int domains) {
+  BenchRig* rig = RigWith(state, domains);
+  if (rig == nullptr) return;
   bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     virDomainPtr* doms = nullptr;
     const int n = virConnectListAllDomains(rig->direct.get(), &doms, 0);
+    int read = 0;
     for (auto& d : AdoptDomainArray(doms, n)) {
       virDomainInfo info;
-      virDomainGetInfo(d.get(), &info);
+      read += virDomainGetInfo(d.get(), &info) == 0 ? 1 : 0;
     }
     lat.Add(std::chrono::steady_clock::now() - t0);
+    if (read != domains) Wrong(state, "libvirt listing incomplete");
   }
   lat.Report(state);
-  state.counters["domains"] = kDomains + 1;
 }
-BENCHMARK(BM_LibvirtPerDomainInfo)->Iterations(30)->Unit(benchmark::kMillisecond);
 
-void BM_VirtgateListDomains(benchmark::State& state) {
-  REQUIRE_RIG(state);
-  const int page_size = static_cast<int>(state.range(0));
+// One complete listing through virtgate; the number of domains, or -1.
+int ListThroughVirtgate(BenchRig* rig, benchmark::State& state, int page_size,
+                        v1::ReadConsistency consistency) {
+  v1::ListDomainsRequest req;
+  req.set_page_size(page_size);
+  req.set_consistency(consistency);
+  int got = 0;
+  for (;;) {
+    grpc::ClientContext ctx;
+    v1::ListDomainsResponse resp;
+    grpc::Status s = rig->stub->ListDomains(&ctx, req, &resp);
+    if (!s.ok()) {
+      Wrong(state, s.error_message());
+      return -1;
+    }
+    got += resp.domains_size();
+    if (resp.next_page_token().empty()) return got;
+    req.set_page_token(resp.next_page_token());
+  }
+}
+
+void Virtgate(benchmark::State& state, int domains, int page_size,
+              v1::ReadConsistency consistency) {
+  BenchRig* rig = RigWith(state, domains);
+  if (rig == nullptr) return;
+  // Warm: the test driver's per-domain facts are read once, then kept.
+  if (ListThroughVirtgate(rig, state, page_size, v1::READ_CONSISTENCY_FRESH) != domains) return;
+  const uint64_t calls_before = rig->server->libvirt_calls().Total();
   bench::Latencies lat;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    v1::ListDomainsRequest req;
-    req.set_page_size(page_size);
-    int got = 0;
-    for (;;) {
-      grpc::ClientContext ctx;
-      v1::ListDomainsResponse resp;
-      grpc::Status s = rig->stub->ListDomains(&ctx, req, &resp);
-      if (!s.ok()) {
-        state.SkipWithError(s.error_message().c_str());
-        return;
-      }
-      got += resp.domains_size();
-      if (resp.next_page_token().empty()) break;
-      req.set_page_token(resp.next_page_token());
-    }
+    const int got = ListThroughVirtgate(rig, state, page_size, consistency);
     lat.Add(std::chrono::steady_clock::now() - t0);
-    if (got != kDomains + 1) state.SkipWithError("virtgate listing incomplete");
+    if (got < 0) return;
+    if (got != domains) Wrong(state, "virtgate listing incomplete");
+  }
+  if (consistency == v1::READ_CONSISTENCY_CACHED &&
+      rig->server->libvirt_calls().Total() != calls_before) {
+    Wrong(state, "a CACHED listing called libvirt");
   }
   lat.Report(state);
-  state.counters["domains"] = kDomains + 1;
+  if (auto floor = rig->floor_p50_ms.find(domains); floor != rig->floor_p50_ms.end()) {
+    state.counters["x_floor_p50"] = state.counters["p50_ms"] / floor->second;
+  }
 }
-// 5000: every domain in one RPC; 0: the default page size (500), all pages.
-BENCHMARK(BM_VirtgateListDomains)->Arg(5000)->Arg(0)->Iterations(300)->Unit(benchmark::kMillisecond);
+
+void RegisterAll() {
+  for (const int n : {1001, 10001}) {
+    const int iterations = n > 5000 ? 30 : 200;
+    auto reg = [&](const std::string& name, auto fn, int iters) {
+      benchmark::RegisterBenchmark(absl::StrCat(name, "/", n).c_str(), fn)
+          ->Iterations(iters)
+          ->Unit(benchmark::kMillisecond);
+    };
+    reg("Floor", [n](benchmark::State& s) { Floor(s, n); }, iterations);
+    reg("GetAllStats", [n](benchmark::State& s) { GetAllStats(s, n); }, iterations);
+    if (n <= 1001) {
+      reg("PerDomainInfo", [n](benchmark::State& s) { PerDomainInfo(s, n); }, 20);
+    }
+    reg("FreshOnePage",
+        [n](benchmark::State& s) { Virtgate(s, n, 5000, v1::READ_CONSISTENCY_FRESH); },
+        iterations);
+    reg("FreshDefaultPages",
+        [n](benchmark::State& s) { Virtgate(s, n, 0, v1::READ_CONSISTENCY_FRESH); }, iterations);
+    reg("CachedOnePage",
+        [n](benchmark::State& s) { Virtgate(s, n, 5000, v1::READ_CONSISTENCY_CACHED); },
+        iterations);
+  }
+}
 
 }  // namespace
 }  // namespace virtgate
@@ -160,9 +256,10 @@ BENCHMARK(BM_VirtgateListDomains)->Arg(5000)->Arg(0)->Iterations(300)->Unit(benc
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  virtgate::RegisterAll();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   // Stop virtgated, then the private libvirtd.
   delete virtgate::Rig();
-  return 0;
+  return virtgate::g_wrong ? 1 : 0;
 }

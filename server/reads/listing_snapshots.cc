@@ -1,0 +1,47 @@
+#include "server/reads/listing_snapshots.h"
+
+#include <utility>
+
+namespace virtgate {
+
+void ListingSnapshots::DropLocked(std::list<Kept>::iterator it) {
+  records_ -= it->view->domains.size();
+  by_id_.erase(it->id);
+  kept_.erase(it);
+}
+
+uint64_t ListingSnapshots::Keep(View view) {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  while (!kept_.empty() && (kept_.front().expires <= now ||
+                            records_ + view->domains.size() > options_.max_records)) {
+    DropLocked(kept_.begin());
+  }
+  uint64_t id = 0;
+  while (id == 0 || by_id_.contains(id)) id = absl::Uniform<uint64_t>(rng_);
+  records_ += view->domains.size();
+  kept_.push_back({id, std::move(view), now + options_.ttl});
+  by_id_[id] = std::prev(kept_.end());
+  return id;
+}
+
+ListingSnapshots::View ListingSnapshots::Find(uint64_t id) {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return nullptr;
+  if (it->second->expires <= now) {
+    DropLocked(it->second);
+    return nullptr;
+  }
+  it->second->expires = now + options_.ttl;
+  kept_.splice(kept_.end(), kept_, it->second);  // most recently used last
+  return it->second->view;
+}
+
+size_t ListingSnapshots::records() const {
+  absl::MutexLock lock(&mu_);
+  return records_;
+}
+
+}  // namespace virtgate
