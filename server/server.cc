@@ -158,11 +158,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
 
 void Server::WaitForLibvirt() {
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  const bool pool = pool_->WaitForFirstAttempt(deadline);
-  const bool feed = feed_->WaitForFirstAttempt(deadline);
-  if (!pool || !feed) {
+  if (!pool_->WaitForFirstAttempt(deadline)) {
     LogWarning("libvirt at ", options_.libvirt_uri, " has not answered within 5s; serving "
                "NOT_SERVING until it does");
+  } else if (!feed_->WaitForFirstAttempt(deadline)) {
+    LogWarning("the event connection to ", options_.libvirt_uri, " is not set up after 5s; "
+               "calls are served, events (", kEventsHealthService,
+               ") are NOT_SERVING until it is");
   }
 }
 

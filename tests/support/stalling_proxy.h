@@ -1,0 +1,44 @@
+// StallingProxy: a fake, for what no real part can do on demand: stall one
+// libvirt connection while every other goes on. It listens on a unix socket
+// of its own and forwards each connection to libvirtd's socket, byte for
+// byte. While holding, a connection that sends libvirt's lifecycle event
+// registration (what virtgated's event connection does right after it
+// connects) is held right there: the call reaches libvirtd, but nothing
+// more passes either way until Release(). libvirtd, the test driver and
+// virtgated are the real ones; only the wire between them is stopped.
+//
+// Thread-safe. Its thread stops (closing every connection) on destruction.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+
+namespace virtgate::testing {
+
+class StallingProxy {
+ public:
+  // Listens on `listen_path`, forwarding to the libvirtd socket `target_path`.
+  static absl::StatusOr<std::unique_ptr<StallingProxy>> Start(const std::string& target_path,
+                                                              const std::string& listen_path);
+  ~StallingProxy();
+
+  // From now on, hold the connections that register for lifecycle events.
+  void HoldEventConnections();
+  // Held connections flow again; new ones are not held.
+  void Release();
+  // Connections held now.
+  int held() const;
+
+ private:
+  struct State;
+  explicit StallingProxy(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
+  std::thread thread_;
+};
+
+}  // namespace virtgate::testing
