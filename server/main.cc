@@ -54,6 +54,10 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(bool, insecure, false,
           "allow plaintext gRPC on a non-loopback --listen address");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(absl::Duration, bulk_stats_budget, absl::Milliseconds(500),
+          "how long a bulk-stats call may take (or 10ms per domain, if more) before "
+          "virtgated looks for a guest whose QEMU does not answer and reads the others "
+          "without it");
 ABSL_FLAG(int, event_history, 10000,
           "lifecycle events kept for WatchLifecycle resume (resume_after_sequence)");
 ABSL_FLAG(int, watch_queue_depth, 1024,
@@ -114,6 +118,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.event_history = absl::GetFlag(FLAGS_event_history);
+  options.bulk_stats_budget = absl::GetFlag(FLAGS_bulk_stats_budget);
+  if (options.bulk_stats_budget <= absl::ZeroDuration()) {
+    std::fprintf(stderr, "virtgated: --bulk_stats_budget must be positive\n");
+    return 2;
+  }
   options.watch_queue_depth = absl::GetFlag(FLAGS_watch_queue_depth);
 
   absl::StatusOr<std::unique_ptr<virtgate::Server>> server =

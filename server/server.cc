@@ -132,7 +132,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   server->WaitForLibvirt();
 
   server->stats_ = std::make_shared<BulkStatsReader>(
-      BulkStatsReader::Options{o.pool_size * o.max_calls_per_connection, o.max_replacement_workers},
+      BulkStatsReader::Options{o.pool_size * o.max_calls_per_connection, o.max_replacement_workers,
+                               o.bulk_stats_budget},
       server->pool_, server->reads_);
   auto facts = std::make_shared<FactsReader>(server->stats_, server->reads_);
   server->lister_ = std::make_shared<DomainLister>(

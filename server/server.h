@@ -52,6 +52,9 @@ class Server {
     // Longest wait between attempts to reopen a lost libvirt connection.
     absl::Duration reconnect_max_backoff = absl::Seconds(30);
     size_t event_history = 10000;
+    // How long a bulk-stats call may take before a frozen guest is looked
+    // for (see BulkStatsReader).
+    absl::Duration bulk_stats_budget = absl::Milliseconds(500);
     size_t watch_queue_depth = 1024;
     // TLS: both files set -> TLS; client CA set too -> clients must present a
     // certificate it signed (mTLS). Plaintext on a non-loopback address is
