@@ -9,7 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "server/base/bounded_run.h"
 #include "server/base/log.h"
 #include "server/libvirt/event_loop.h"
 
@@ -455,22 +455,18 @@ void ConnectionPool::Shutdown(absl::Time deadline) {
     LogWarning("shutdown: abandoning the libvirt maintenance thread, stuck in libvirt");
     core_->maintenance.detach();
   }
-  // Closing talks to libvirtd, which may be stalled: close on a thread of its
-  // own and wait for it only until the deadline.
-  auto done = std::make_shared<absl::Notification>();
-  std::thread closer([conns = std::move(conns), done]() mutable {
-    for (ConnectHandle& c : conns) {
-      ForgetCloseCallback(c.get());
-      c.reset();
-    }
-    done->Notify();
-  });
-  if (done->WaitForNotificationWithDeadline(deadline)) {
-    closer.join();
-  } else {
-    LogWarning("shutdown: abandoning libvirt connections that did not close in time");
-    closer.detach();
-  }
+  // Closing talks to libvirtd, which may be stalled: on a thread of its own,
+  // waited for only until the deadline.
+  auto closing = std::make_shared<std::vector<ConnectHandle>>(std::move(conns));
+  const bool closed = RunOrAbandon(
+      [closing] {
+        for (ConnectHandle& c : *closing) {
+          ForgetCloseCallback(c.get());
+          c.reset();
+        }
+      },
+      deadline);
+  if (!closed) LogWarning("shutdown: abandoning libvirt connections that did not close in time");
 }
 
 }  // namespace virtgate

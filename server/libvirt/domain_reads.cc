@@ -10,9 +10,23 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/base/log.h"
+#include "server/libvirt/domain_state.h"
 #include "server/libvirt/errors.h"
 
 namespace virtgate {
+
+v1::Domain DomainFromStats(const DomainStats& s) {
+  v1::Domain d;
+  d.set_uuid(s.uuid);
+  d.set_name(s.name);
+  d.set_id(s.id);
+  const int state = s.state.value_or(VIR_DOMAIN_NOSTATE);
+  d.set_state(ToProtoState(state));
+  d.set_state_reason(StateReasonName(state, s.reason));
+  d.set_state_reason_code(s.reason);
+  d.set_stale(!s.state.has_value());
+  return d;
+}
 
 absl::StatusOr<std::string> NormalizeUuid(absl::string_view text) {
   std::string hex;

@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "server/libvirt/call_counts.h"
 #include "server/libvirt/handles.h"
+#include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
 
@@ -42,6 +43,10 @@ struct DomainStats {
   // for a per-domain call to add.
   bool has_facts() const { return vcpus && balloon_current_kib && balloon_maximum_kib; }
 };
+
+// A Domain with what `stats` says of identity and state (stale when the
+// record has no state); the other fields are left unset.
+v1::Domain DomainFromStats(const DomainStats& stats);
 
 // virDomainGetInfo's answer.
 struct DomainInfo {

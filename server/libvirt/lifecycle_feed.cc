@@ -7,7 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "server/base/bounded_run.h"
 #include "server/base/log.h"
 #include "server/libvirt/domain_state.h"
 #include "server/libvirt/lifecycle_subscription.h"
@@ -210,16 +210,8 @@ class LifecycleFeed::Core final : public CloseListener,
     std::vector<v1::Domain> out;
     out.reserve(stats->size());
     for (const DomainStats& s : *stats) {
-      v1::Domain d;
-      d.set_uuid(s.uuid);
-      d.set_name(s.name);
-      d.set_id(s.id);
-      const int state = s.state.value_or(VIR_DOMAIN_NOSTATE);
-      d.set_state(ToProtoState(state));
-      d.set_state_reason(StateReasonName(state, s.reason));
-      d.set_state_reason_code(s.reason);
+      v1::Domain d = DomainFromStats(s);
       d.set_persistent(!transient->contains(s.uuid));
-      d.set_stale(!s.state.has_value());
       out.push_back(std::move(d));
     }
     return out;
@@ -279,16 +271,8 @@ void LifecycleFeed::Shutdown(absl::Time deadline) {
   }
   core_->thread.join();
   // Closing talks to libvirtd, which may be stalled: on a thread of its own.
-  auto done = std::make_shared<absl::Notification>();
-  std::thread closer([core = core_, done] {
-    core->Close();
-    done->Notify();
-  });
-  if (done->WaitForNotificationWithDeadline(deadline)) {
-    closer.join();
-  } else {
+  if (!RunOrAbandon([core = core_] { core->Close(); }, deadline)) {
     LogWarning("shutdown: abandoning the event connection, which did not close in time");
-    closer.detach();
   }
 }
 

@@ -31,15 +31,7 @@ unsigned int ListFlags(const ListQuery& q) {
 
 // A Domain from libvirt's bulk stats record (state, identity) and facts.
 v1::Domain FromStats(const DomainStats& s, const DomainCache::Facts* facts, absl::Time read_at) {
-  v1::Domain d;
-  d.set_uuid(s.uuid);
-  d.set_name(s.name);
-  d.set_id(s.id);
-  const int state = s.state.value_or(VIR_DOMAIN_NOSTATE);
-  d.set_state(ToProtoState(state));
-  d.set_state_reason(StateReasonName(state, s.reason));
-  d.set_state_reason_code(s.reason);
-  if (!s.state.has_value()) d.set_stale(true);
+  v1::Domain d = DomainFromStats(s);
   if (facts != nullptr) {
     DomainCache::ApplyFacts(*facts, read_at, &d);
   } else {

@@ -97,9 +97,17 @@ class HypervisorServiceTest : public ::testing::Test {
     }
   }
 
+  // Defines (and starts) domains through libvirt, as another tool would,
+  // and waits until their events reached virtgated's cache (reads see the
+  // cache, which trails libvirt by the delivery of its events).
   void Define(const std::string& prefix, int count, int start_every = 0) {
+    const uint64_t before = server_->events()->last_sequence();
     ASSERT_TRUE(testing::DefineDomains(admin_, prefix, count, start_every).ok());
     for (int i = 0; i < count; ++i) defined_.push_back(absl::StrFormat("%s%05d", prefix, i));
+    const uint64_t started = start_every > 0 ? (count + start_every - 1) / start_every : 0;
+    ASSERT_TRUE(testing::WaitFor(
+        [&] { return server_->events()->last_sequence() >= before + count + started; },
+        absl::Seconds(30)));
   }
 
   grpc::Status List(const v1::ListDomainsRequest& req, v1::ListDomainsResponse* resp) {
