@@ -37,6 +37,7 @@
 #include "server/libvirt/handles.h"
 #include "server/server.h"
 #include "tests/bench/latencies.h"
+#include "tests/bench/wrong_result.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
@@ -47,13 +48,7 @@ namespace {
 constexpr unsigned int kAllGroups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
                                     VIR_DOMAIN_STATS_BALLOON | VIR_DOMAIN_STATS_VCPU;
 
-bool g_wrong = false;  // a benchmark found a wrong result: the run fails
-
-void Wrong(benchmark::State& state, const std::string& why) {
-  std::fprintf(stderr, "list_domains_bench: wrong result: %s\n", why.c_str());
-  g_wrong = true;
-  state.SkipWithError(why.c_str());
-}
+using bench::Wrong;
 
 // One private libvirtd and one virtgated, grown from 1,001 domains to
 // 10,001 between the two rounds (the test domain counts as one).
@@ -261,5 +256,5 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   // Stop virtgated, then the private libvirtd.
   delete virtgate::Rig();
-  return virtgate::g_wrong ? 1 : 0;
+  return virtgate::bench::ExitStatus();
 }

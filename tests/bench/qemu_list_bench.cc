@@ -34,6 +34,7 @@
 #include "absl/time/clock.h"
 #include "server/libvirt/handles.h"
 #include "tests/bench/direct_listing.h"
+#include "tests/bench/wrong_result.h"
 #include "tests/bench/latencies.h"
 #include "tests/e2e/libvirt_direct.h"
 #include "tests/e2e/qemu_guests.h"
@@ -148,7 +149,7 @@ bool Ready(benchmark::State& state) {
     return false;
   }
   if (!rig->error.empty()) {
-    state.SkipWithError(rig->error.c_str());
+    bench::Wrong(state, rig->error);
     return false;
   }
   return true;
@@ -169,7 +170,7 @@ void BM_DirectListAllPlusBulkStats(benchmark::State& state) {
     const bench::DirectListing l = bench::ListAllWithStats(rig->direct.get(), kGroups);
     lat.Add(std::chrono::steady_clock::now() - t0);
     if (l.listed < kGuests || l.with_stats != l.listed) {
-      state.SkipWithError("libvirt listing incomplete");
+      bench::Wrong(state, "libvirt listing incomplete");
       return;
     }
   }
@@ -189,7 +190,7 @@ void TimeGetAllDomainStats(benchmark::State& state, unsigned int groups) {
     DomainStatsList free_records(records);
     lat.Add(std::chrono::steady_clock::now() - t0);
     if (m < kGuests) {
-      state.SkipWithError("libvirt bulk stats incomplete");
+      bench::Wrong(state, "libvirt bulk stats incomplete");
       return;
     }
   }
@@ -217,11 +218,11 @@ void BM_VirtgateListDomains(benchmark::State& state) {
     grpc::Status s = rig->server->stub()->ListDomains(&ctx, v1::ListDomainsRequest(), &resp);
     lat.Add(std::chrono::steady_clock::now() - t0);
     if (!s.ok()) {
-      state.SkipWithError(s.error_message().c_str());
+      bench::Wrong(state, s.error_message());
       return;
     }
     if (resp.domains_size() < kGuests || !resp.next_page_token().empty()) {
-      state.SkipWithError("virtgate listing incomplete");
+      bench::Wrong(state, "virtgate listing incomplete");
       return;
     }
   }
@@ -248,5 +249,5 @@ int main(int argc, char** argv) {
   const bool failed = !virtgate::e2e::rig->error.empty();
   if (failed) std::fprintf(stderr, "QEMU benchmark failed: %s\n", virtgate::e2e::rig->error.c_str());
   delete virtgate::e2e::rig;
-  return failed ? 1 : 0;
+  return failed ? 1 : virtgate::bench::ExitStatus();
 }

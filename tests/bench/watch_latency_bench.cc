@@ -17,6 +17,7 @@
 #include "absl/synchronization/notification.h"
 #include "server/libvirt/handles.h"
 #include "server/server.h"
+#include "tests/bench/wrong_result.h"
 #include "tests/support/libvirtd_fixture.h"
 #include "tests/support/test_domains.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
@@ -112,7 +113,7 @@ void BM_EventLatency(benchmark::State& state) {
   absl::StatusOr<std::unique_ptr<testing::PrivateLibvirtd>> daemon =
       testing::PrivateLibvirtd::Start();
   if (!daemon.ok()) {
-    state.SkipWithError(std::string(daemon.status().message()).c_str());
+    bench::Wrong(state, std::string(daemon.status().message()));
     return;
   }
   ConnectHandle admin(virConnectOpen((*daemon)->uri().c_str()));
@@ -133,7 +134,7 @@ void BM_EventLatency(benchmark::State& state) {
   for (int i = 0; i < watchers; ++i) watches.push_back(std::make_unique<BenchWatch>(stub.get(), &rec));
   if (!testing::WaitFor([&] { return server->events()->subscriber_count() == size_t(watchers); },
                         absl::Seconds(60))) {
-    state.SkipWithError("watchers did not subscribe");
+    bench::Wrong(state, "watchers did not subscribe");
   }
   bool paused = false;
   for (auto _ : state) {
@@ -141,7 +142,7 @@ void BM_EventLatency(benchmark::State& state) {
     const int rc = paused ? virDomainResume(dom.get()) : virDomainSuspend(dom.get());
     paused = !paused;
     if (rc < 0 || !rec.WaitAll(watchers, absl::Seconds(30))) {
-      state.SkipWithError("event not delivered to every watcher");
+      bench::Wrong(state, "event not delivered to every watcher");
       break;
     }
   }
@@ -156,4 +157,10 @@ BENCHMARK(BM_EventLatency)->Arg(1000)->Iterations(100)->Unit(benchmark::kMillise
 }  // namespace
 }  // namespace virtgate
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return virtgate::bench::ExitStatus();
+}
