@@ -1,6 +1,7 @@
 #include "server/libvirt/bulk_stats_reader.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
@@ -8,19 +9,55 @@
 
 namespace virtgate {
 
-// One call handed to a call thread, and what it left behind.
+// One call handed to a call thread. It owns its connection's lease while it
+// runs, so no other call is let onto that connection beside it (see
+// ConnectionPool on why); a caller that stops waiting leaves the lease with
+// the call, which releases it when it returns.
 struct BulkStatsReader::Pending {
   absl::Mutex mu;
   bool done ABSL_GUARDED_BY(mu) = false;
+  bool abandoned ABSL_GUARDED_BY(mu) = false;  // the caller stopped waiting
   absl::StatusOr<std::vector<DomainStats>> result ABSL_GUARDED_BY(mu);
+  std::optional<ConnectionPool::Lease> lease ABSL_GUARDED_BY(mu);
   // Domains busy because of this call: no longer busy once it returns.
   std::vector<BusyDomains::Call> busy ABSL_GUARDED_BY(mu);
 
-  // Waits for the call until `deadline`; its result if it returned.
-  std::optional<absl::StatusOr<std::vector<DomainStats>>> Wait(absl::Time deadline) {
+  // The call's result, and its lease back into *lease, if it returns by
+  // `deadline`.
+  std::optional<absl::StatusOr<std::vector<DomainStats>>> Wait(absl::Time deadline,
+                                                                ConnectionPool::Lease* lease) {
     absl::MutexLock lock(&mu);
     if (!mu.AwaitWithDeadline(absl::Condition(&done), deadline)) return std::nullopt;
+    if (this->lease.has_value()) *lease = *std::move(this->lease);
+    this->lease.reset();
     return std::move(result);
+  }
+  // Leaves the call to finish alone; false if it already has (then Wait).
+  bool Abandon() {
+    absl::MutexLock lock(&mu);
+    if (done) return false;
+    abandoned = true;
+    return true;
+  }
+  // Marks `uuid` busy until the call returns.
+  void MarkBusy(BusyDomains* domains, const std::string& uuid) {
+    absl::MutexLock lock(&mu);
+    if (!done) busy.push_back(domains->Begin(uuid, absl::InfinitePast()));
+  }
+  // The call's connection (still owned by the call).
+  virConnectPtr conn() {
+    absl::MutexLock lock(&mu);
+    return lease.has_value() ? lease->get() : nullptr;
+  }
+  // Called by the call thread with what it read.
+  void Finish(absl::StatusOr<std::vector<DomainStats>> read) {
+    std::vector<BusyDomains::Call> no_longer_busy;  // released after the lock
+    std::optional<ConnectionPool::Lease> release;
+    absl::MutexLock lock(&mu);
+    result = std::move(read);
+    done = true;
+    no_longer_busy.swap(busy);
+    if (abandoned) release = std::move(lease);
   }
 };
 
@@ -34,11 +71,9 @@ BulkStatsReader::BulkStatsReader(Options options, std::shared_ptr<ConnectionPool
 
 BulkStatsReader::~BulkStatsReader() { Shutdown(absl::Now()); }
 
-absl::Duration BulkStatsReader::Budget(size_t domains, absl::Time deadline) const {
-  absl::Duration budget =
-      std::max(options_.min_budget, options_.budget_per_domain * static_cast<int64_t>(domains));
-  if (deadline != absl::InfiniteFuture()) budget = std::min(budget, (deadline - absl::Now()) / 2);
-  return budget;
+absl::Duration BulkStatsReader::Budget(size_t domains) const {
+  return std::max(options_.min_budget,
+                  options_.budget_per_domain * static_cast<int64_t>(domains));
 }
 
 absl::StatusOr<BulkStatsReader::Result> BulkStatsReader::Read(
@@ -67,106 +102,122 @@ absl::StatusOr<BulkStatsReader::Result> BulkStatsReader::Read(
     }
     if (doms.empty()) return out;
   }
-  auto pending = std::make_shared<Pending>();
-  // What the call reads, with references of its own to the connection and
-  // the domains (shared: a task must be copyable).
-  struct Call {
+  struct Call {  // shared: a task must be copyable
     ConnectHandle conn;
     std::vector<DomainHandle> doms;
   };
   virConnectRef(lease->get());
   auto call = std::make_shared<Call>(Call{ConnectHandle(lease->get()), std::move(doms)});
+  auto pending = std::make_shared<Pending>();
+  {
+    absl::MutexLock lock(&pending->mu);
+    pending->lease = std::move(*lease);
+  }
   absl::Status queued = calls_.Submit(
-      [pending, reads = reads_, busy = busy_, call, whole](bool cancelled) {
-        absl::StatusOr<std::vector<DomainStats>> result =
-            absl::UnavailableError("server shutting down");
-        if (!cancelled) {
-          std::vector<virDomainPtr> list;
-          for (const DomainHandle& d : call->doms) list.push_back(d.get());
-          result = whole ? reads->AllStats(call->conn.get(), DomainReads::kFactGroups)
-                         : reads->Stats(list, DomainReads::kFactGroups);
+      [pending, reads = reads_, call, whole](bool cancelled) {
+        if (cancelled) {
+          pending->Finish(absl::UnavailableError("server shutting down"));
+          return;
         }
-        std::vector<BusyDomains::Call> no_longer_busy;  // released after the lock
-        absl::MutexLock lock(&pending->mu);
-        pending->result = std::move(result);
-        pending->done = true;
-        no_longer_busy.swap(pending->busy);
+        std::vector<virDomainPtr> list;
+        for (const DomainHandle& d : call->doms) list.push_back(d.get());
+        pending->Finish(whole ? reads->AllStats(call->conn.get(), DomainReads::kFactGroups)
+                              : reads->Stats(list, DomainReads::kFactGroups));
       },
       deadline);
-  if (!queued.ok()) return queued;
-  const absl::Duration budget = Budget(wanted.size(), deadline);
-  std::optional<absl::StatusOr<std::vector<DomainStats>>> got =
-      pending->Wait(absl::Now() + budget);
-  if (!got.has_value()) {
-    return AvoidStuck(pending, lease, wanted, std::move(out.busy), budget, deadline);
+  if (!queued.ok()) {
+    absl::MutexLock lock(&pending->mu);
+    *lease = *std::move(pending->lease);
+    return queued;
   }
-  if (!got->ok()) return got->status();
-  out.stats = **std::move(got);
-  return out;
+  const absl::Time budget_ends = absl::Now() + Budget(wanted.size());
+  std::optional<absl::StatusOr<std::vector<DomainStats>>> got =
+      pending->Wait(std::min(budget_ends, deadline), lease);
+  if (got.has_value()) {
+    if (!got->ok()) return got->status();
+    out.stats = **std::move(got);
+    return out;
+  }
+  if (deadline <= budget_ends) {
+    // The caller's deadline came first: the call is slow, not known stuck.
+    // It keeps its connection until it returns; the caller has none now.
+    if (pending->Abandon()) {
+      return absl::DeadlineExceededError("libvirt did not return domain stats by the deadline");
+    }
+    got = pending->Wait(absl::InfiniteFuture(), lease);
+    if (!got->ok()) return got->status();
+    out.stats = **std::move(got);
+    return out;
+  }
+  return AvoidStuck(pending, lease, wanted, std::move(out.busy), deadline);
 }
 
 absl::StatusOr<BulkStatsReader::Result> BulkStatsReader::AvoidStuck(
     const std::shared_ptr<Pending>& pending, ConnectionPool::Lease* lease,
     const std::vector<std::string>& uuids, absl::flat_hash_set<std::string> busy,
-    absl::Duration budget, absl::Time deadline) {
-  // Not back: is a domain's monitor stuck, or is libvirt just slow? Never
-  // ask on this connection (see the header); look from another one.
-  pool_->Retire(lease->get());
-  absl::StatusOr<ConnectionPool::Lease> other =
-      pool_->Acquire(std::min(deadline, absl::Now() + budget));
+    absl::Time deadline) {
+  // Past the budget: is a domain's monitor stuck, or is libvirt just slow?
+  // Never ask on the call's connection (see the header): retire it (the call
+  // keeps it) and look from another one.
+  if (virConnectPtr stuck = pending->conn(); stuck != nullptr) pool_->Retire(stuck);
+  absl::StatusOr<ConnectionPool::Lease> other = pool_->Acquire(deadline);
   std::vector<std::string> found;
-  std::vector<virDomainPtr> others;
-  std::vector<DomainHandle> probed;
+  std::vector<std::string> others;
   if (other.ok()) {
-    *lease = *std::move(other);  // the caller goes on here
-    absl::StatusOr<std::vector<DomainHandle>> resolved =
-        lease->handles().Resolve(lease->get(), uuids, reads_.get());
-    if (resolved.ok()) probed = *std::move(resolved);
-    const absl::Duration occupied = std::min(absl::Milliseconds(500), budget / 2);
-    for (DomainHandle& d : probed) {
+    absl::StatusOr<std::vector<DomainHandle>> probed =
+        other->handles().Resolve(other->get(), uuids, reads_.get());
+    const absl::Duration occupied = std::min(absl::Milliseconds(500), Budget(uuids.size()) / 2);
+    for (size_t i = 0; probed.ok() && i < probed->size(); ++i) {
+      const DomainHandle& d = (*probed)[i];
       if (!d) continue;  // undefined meanwhile
-      absl::StatusOr<absl::Duration> for_how_long = reads_->MonitorOccupiedFor(d.get());
+      // Past the deadline, the rest count as not found (the read fails below).
+      absl::StatusOr<absl::Duration> for_how_long =
+          absl::Now() < deadline ? reads_->MonitorOccupiedFor(d.get()) : absl::ZeroDuration();
       if (for_how_long.ok() && *for_how_long >= occupied) {
-        found.push_back(DomainUuid(d.get()));
+        found.push_back(uuids[i]);
         LogWarning("domain ", DomainName(d.get()), ": its QEMU has not answered for ",
                    absl::FormatDuration(*for_how_long), "; reported stale until it does");
       } else {
-        others.push_back(d.get());
+        others.push_back(uuids[i]);
       }
     }
   }
   if (found.empty()) {
-    // Just slow, or no other connection to look from: wait for it, as long
-    // as the caller does.
-    std::optional<absl::StatusOr<std::vector<DomainStats>>> got = pending->Wait(deadline);
+    // Just slow, or nowhere to look from: wait for the call as long as the
+    // caller does, holding nothing idle meanwhile.
+    if (other.ok()) other = absl::CancelledError("not needed");
+    std::optional<absl::StatusOr<std::vector<DomainStats>>> got = pending->Wait(deadline, lease);
     if (got.has_value()) {
       if (!got->ok()) return got->status();
       return Result{**std::move(got), std::move(busy)};
     }
     // Still stuck, cause unknown: every domain it reads is busy until it
     // returns, so retries report them stale instead of stacking up calls.
-    absl::MutexLock lock(&pending->mu);
-    if (!pending->done) {
-      for (const std::string& uuid : uuids) {
-        pending->busy.push_back(busy_->Begin(uuid, absl::InfinitePast()));
-      }
+    for (const std::string& uuid : uuids) pending->MarkBusy(busy_.get(), uuid);
+    if (!pending->Abandon()) {
+      got = pending->Wait(absl::InfiniteFuture(), lease);
+      if (!got->ok()) return got->status();
+      return Result{**std::move(got), std::move(busy)};
     }
     return absl::DeadlineExceededError("libvirt did not return domain stats by the deadline");
   }
-  {
-    absl::MutexLock lock(&pending->mu);
-    if (pending->done) {  // came back meanwhile
-      if (!pending->result.ok()) return pending->result.status();
-      return Result{*std::move(pending->result), std::move(busy)};
-    }
-    for (const std::string& uuid : found) {
-      pending->busy.push_back(busy_->Begin(uuid, absl::InfinitePast()));
-      busy.insert(uuid);
-    }
+  for (const std::string& uuid : found) {
+    pending->MarkBusy(busy_.get(), uuid);
+    busy.insert(uuid);
   }
-  absl::StatusOr<std::vector<DomainStats>> rest = reads_->Stats(others, DomainReads::kFactGroups);
+  if (!pending->Abandon()) {  // came back meanwhile
+    std::optional<absl::StatusOr<std::vector<DomainStats>>> got =
+        pending->Wait(absl::InfiniteFuture(), lease);
+    if (!got->ok()) return got->status();
+    return Result{**std::move(got), std::move(busy)};
+  }
+  // The others, read on the other connection the same guarded way: a second
+  // frozen guest among them is found the same way.
+  *lease = *std::move(other);
+  absl::StatusOr<Result> rest = Read(lease, others, /*all_domains=*/false, deadline);
   if (!rest.ok()) return rest.status();
-  return Result{*std::move(rest), std::move(busy)};
+  rest->busy.insert(busy.begin(), busy.end());
+  return rest;
 }
 
 }  // namespace virtgate

@@ -6,16 +6,21 @@
 // job; if nobody does, the call blocks in libvirtd until QEMU answers, with
 // no timeout (seen with a SIGSTOPped QEMU). So:
 //   1. the call runs on a thread of the reader's own bounded WorkerPool,
-//      and the caller waits a budget (0.5 s, or 10 ms per domain);
-//   2. past it, the caller's connection is retired (libvirt's client would
-//      serve its other calls only at the next keepalive wakeup, and two
-//      threads calling on one connection is what libvirt 9.0 may crash on),
-//      and on another connection virDomainGetControlInfo (no job, no
-//      monitor) names the domains whose monitor has been occupied that
-//      long;
+//      owning the caller's lease while it runs (no other call goes onto its
+//      connection: libvirt 9.0 may crash when a connection several threads
+//      call on dies), and the caller waits a budget (--bulk_stats_budget,
+//      0.5 s, or 10 ms per domain if more);
+//   2. past it, that connection is retired (libvirt's client would serve
+//      other calls on it only at its next keepalive wakeup), and on another
+//      one virDomainGetControlInfo (no job, no monitor) names the domains
+//      whose monitor has been occupied that long;
 //   3. those are busy (BusyDomains) until the stuck call returns; the others
-//      are read again there. The caller reports the busy ones stale.
-// A domain already busy is left out of the call from the start.
+//      are read again there, the same guarded way (so a second frozen guest
+//      is found too). The caller reports the busy ones stale.
+// A domain already busy is left out of the call from the start. A caller
+// whose own deadline comes before the budget gets DEADLINE_EXCEEDED, and
+// the call, merely slow, keeps its connection until it returns (never
+// retired for that).
 //
 // Thread-safe. Read blocks on libvirt: call it from worker threads.
 #pragma once
@@ -62,6 +67,7 @@ class BulkStatsReader {
   // (records of other domains may come back too). If the call is left
   // running on a frozen guest, *lease is replaced by a lease on another
   // connection (the old one is retired); the caller goes on with *lease.
+  // On an error, *lease may be empty (the call kept it).
   absl::StatusOr<Result> Read(ConnectionPool::Lease* lease, const std::vector<std::string>& uuids,
                               bool all_domains, absl::Time deadline);
 
@@ -77,13 +83,12 @@ class BulkStatsReader {
  private:
   struct Pending;
   // On a healthy host, about 3 ms per running QEMU guest.
-  absl::Duration Budget(size_t domains, absl::Time deadline) const;
+  absl::Duration Budget(size_t domains) const;
   // Steps 2 and 3 above, after the budget ran out.
   absl::StatusOr<Result> AvoidStuck(const std::shared_ptr<Pending>& pending,
                                     ConnectionPool::Lease* lease,
                                     const std::vector<std::string>& uuids,
-                                    absl::flat_hash_set<std::string> busy,
-                                    absl::Duration budget, absl::Time deadline);
+                                    absl::flat_hash_set<std::string> busy, absl::Time deadline);
 
   const Options options_;
   const std::shared_ptr<ConnectionPool> pool_;

@@ -14,6 +14,12 @@
 #include "server/libvirt/event_loop.h"
 
 namespace virtgate {
+namespace {
+
+// A connection up at least this long before it died is reopened at once.
+constexpr absl::Duration kStableAfter = absl::Seconds(10);
+
+}  // namespace
 
 // Shared by the pool, its leases, its close callbacks and its maintenance
 // thread, so that any of them outliving the pool (a worker abandoned in a
@@ -39,6 +45,8 @@ class ConnectionPool::Core final : public CloseListener,
     int in_flight = 0;     // leases out on the current connection
     bool broken = false;   // seen dead; the maintenance thread replaces it
     bool retired = false;  // broken by Retire(): a call on it is stuck
+    bool replacing = false;  // a retired connection dropped, its replacement not yet tried
+    absl::Time opened_at;
     absl::Time next_attempt = absl::InfinitePast();
     Backoff backoff;
     // Bumps whenever the slot's connection is dropped or opened, so releases
@@ -74,7 +82,8 @@ class ConnectionPool::Core final : public CloseListener,
         virConnectRef(s.conn.get());  // the lease's own reference
         return Acquired{best, s.generation, s.conn.get(), s.handles};
       }
-      if (live == 0) return UnavailableLocked();
+      // A retired connection's replacement is on its way: wait for it.
+      if (live == 0 && !ReplacingLocked()) return UnavailableLocked();
       // Every live connection is at its admission cap: wait for a release.
       const bool woke = mu_.AwaitWithDeadline(
           absl::Condition(this, &Core::SlotFreeOrDownLocked), std::min(deadline, cap));
@@ -172,19 +181,25 @@ class ConnectionPool::Core final : public CloseListener,
 
   // Stops the maintenance thread (waiting for it until `deadline`) and takes
   // the connections out of the pool. Returns them for the caller to close.
-  std::vector<ConnectHandle> Stop(absl::Time deadline, bool* maintenance_stopped) {
-    reconnect_->Remove(this);  // not under mu_: Reached() calls RetryNow under its own lock
+  // (Its domain handles hold references to it: they go first.)
+  struct Closing {
+    std::vector<std::shared_ptr<DomainHandles>> handles;
     std::vector<ConnectHandle> conns;
+  };
+  Closing Stop(absl::Time deadline, bool* maintenance_stopped) {
+    reconnect_->Remove(this);  // not under mu_: Reached() calls RetryNow under its own lock
+    Closing closing;
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     wake_ = true;
     *maintenance_stopped = mu_.AwaitWithDeadline(
         absl::Condition(this, &Core::MaintenanceExitedLocked), deadline);
     for (Slot& s : slots_) {
-      if (s.conn) conns.push_back(std::move(s.conn));
+      if (s.conn) closing.conns.push_back(std::move(s.conn));
+      if (s.handles) closing.handles.push_back(std::move(s.handles));
       ++s.generation;
     }
-    return conns;
+    return closing;
   }
 
   std::thread maintenance;
@@ -202,10 +217,11 @@ class ConnectionPool::Core final : public CloseListener,
     UpdateAvailabilityLocked();
   }
 
-  // Reports the change at once, from whichever thread saw it.
+  // Reports the change at once, from whichever thread saw it. A retired
+  // connection being replaced does not make libvirt unavailable.
   void UpdateAvailabilityLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const int live = LiveCountLocked();
-    const bool up = live > 0;
+    const bool up = live > 0 || ReplacingLocked();
     if (live == static_cast<int>(slots_.size())) last_error_.clear();
     availability_->SetCallsUp(up);
     if (announced_up_.has_value() && *announced_up_ == up) return;
@@ -229,6 +245,7 @@ class ConnectionPool::Core final : public CloseListener,
     SweepLiveness();
     std::vector<std::pair<int, ConnectHandle>> to_close;
     std::vector<bool> retired;
+    std::vector<std::shared_ptr<DomainHandles>> handles;  // dropped outside the lock
     {
       absl::MutexLock lock(&mu_);
       const absl::Time now = absl::Now();
@@ -237,12 +254,21 @@ class ConnectionPool::Core final : public CloseListener,
         if (!s.conn || !s.broken) continue;
         to_close.emplace_back(i, std::move(s.conn));
         retired.push_back(s.retired);
-        s.handles.reset();
+        handles.push_back(std::move(s.handles));
+        s.replacing = s.retired;
+        // A connection that had been up a while is reopened at once; one
+        // that died right after opening (a daemon crashing at every
+        // connection) waits out the backoff.
+        if (s.retired || now - s.opened_at >= kStableAfter) {
+          s.backoff.Reset();
+          s.next_attempt = now;
+        } else {
+          s.next_attempt = now + s.backoff.Next();
+        }
         s.broken = false;
         s.retired = false;
         s.in_flight = 0;  // leases still out belong to the old generation
         ++s.generation;
-        s.next_attempt = now;  // first reconnect attempt is immediate
       }
     }
     for (size_t i = 0; i < to_close.size(); ++i) {
@@ -303,10 +329,11 @@ class ConnectionPool::Core final : public CloseListener,
       {
         absl::MutexLock lock(&mu_);
         Slot& s = slots_[slot];
+        s.replacing = false;
         if (opened.ok() && !stopping_ && s.generation == generation) {
           s.conn = *std::move(opened);
           s.handles = std::make_shared<DomainHandles>();
-          s.backoff.Reset();
+          s.opened_at = absl::Now();
           UpdateAvailabilityLocked();
         } else if (opened.ok()) {
           discard = *std::move(opened);  // stopped meanwhile: close it below
@@ -317,6 +344,7 @@ class ConnectionPool::Core final : public CloseListener,
           // (Only losses and recoveries are logged above debug.)
           LogDebug("libvirt connection ", slot, ": cannot open (", last_error_,
                    "); next attempt in ", absl::FormatDuration(wait));
+          UpdateAvailabilityLocked();
         }
       }
       if (discard) {
@@ -327,6 +355,12 @@ class ConnectionPool::Core final : public CloseListener,
     }
   }
 
+  bool ReplacingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const Slot& s : slots_) {
+      if (s.replacing || (s.conn && s.retired)) return true;
+    }
+    return false;
+  }
   int LiveCountLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     int n = 0;
     for (const Slot& s : slots_) n += (s.conn && !s.broken) ? 1 : 0;
@@ -340,7 +374,7 @@ class ConnectionPool::Core final : public CloseListener,
       any_live = true;
       if (s.in_flight < options_.max_calls_per_connection) return true;
     }
-    return !any_live;
+    return !any_live && !ReplacingLocked();
   }
   bool WakeRequestedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_; }
   bool FirstPassDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return first_pass_done_; }
@@ -448,7 +482,7 @@ void ConnectionPool::Shutdown(absl::Time deadline) {
   // much even when the caller's grace is used up.
   deadline = std::max(deadline, absl::Now() + absl::Milliseconds(200));
   bool maintenance_stopped = false;
-  std::vector<ConnectHandle> conns = core_->Stop(deadline, &maintenance_stopped);
+  Core::Closing closing = core_->Stop(deadline, &maintenance_stopped);
   if (maintenance_stopped) {
     core_->maintenance.join();
   } else {
@@ -457,10 +491,11 @@ void ConnectionPool::Shutdown(absl::Time deadline) {
   }
   // Closing talks to libvirtd, which may be stalled: on a thread of its own,
   // waited for only until the deadline.
-  auto closing = std::make_shared<std::vector<ConnectHandle>>(std::move(conns));
+  auto shared = std::make_shared<Core::Closing>(std::move(closing));
   const bool closed = RunOrAbandon(
-      [closing] {
-        for (ConnectHandle& c : *closing) {
+      [shared] {
+        shared->handles.clear();
+        for (ConnectHandle& c : shared->conns) {
           ForgetCloseCallback(c.get());
           c.reset();
         }

@@ -130,10 +130,11 @@ std::optional<StateAndReason> StateAfterEvent(int libvirt_event, int detail) {
     case VIR_DOMAIN_EVENT_PMSUSPENDED:
       return StateAndReason{VIR_DOMAIN_PMSUSPENDED, VIR_DOMAIN_PMSUSPENDED_UNKNOWN};
     case VIR_DOMAIN_EVENT_CRASHED:
-      if (detail == VIR_DOMAIN_EVENT_CRASHED_PANICKED) {
-        return StateAndReason{VIR_DOMAIN_CRASHED, VIR_DOMAIN_CRASHED_PANICKED};
-      }
-      return std::nullopt;
+      // A guest that loaded a crash kernel runs on; otherwise it is crashed.
+      if (detail == VIR_DOMAIN_EVENT_CRASHED_CRASHLOADED) return std::nullopt;
+      return StateAndReason{VIR_DOMAIN_CRASHED, detail == VIR_DOMAIN_EVENT_CRASHED_PANICKED
+                                                    ? VIR_DOMAIN_CRASHED_PANICKED
+                                                    : VIR_DOMAIN_CRASHED_UNKNOWN};
     default: return std::nullopt;
   }
 }

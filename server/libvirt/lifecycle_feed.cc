@@ -13,6 +13,12 @@
 #include "server/libvirt/lifecycle_subscription.h"
 
 namespace virtgate {
+namespace {
+
+// A connection up at least this long before it died is reopened at once.
+constexpr absl::Duration kStableAfter = absl::Seconds(10);
+
+}  // namespace
 
 // Shared by the feed, its thread and its close callback, so that a thread
 // abandoned in a stuck libvirt call stays valid after the feed is gone.
@@ -135,15 +141,14 @@ class LifecycleFeed::Core final : public CloseListener,
       // The connection stays (host facts); the cache cannot be kept current.
       LogWarning("this libvirt driver has no lifecycle events; watches will see none and "
                  "reads take state from libvirt: ", registered.message());
-      cache_->FinishResync(absl::UnimplementedError(
+      (void)cache_->FinishResync(absl::UnimplementedError(
           absl::StrCat("this libvirt driver has no lifecycle events (", registered.message(), ")")));
       Installed(*std::move(opened), /*events=*/false);
       return;
     }
     absl::StatusOr<std::vector<v1::Domain>> listed =
         registered.ok() ? ListStates(opened->get()) : registered;
-    const absl::Status status = listed.status();
-    cache_->FinishResync(std::move(listed));
+    const absl::Status status = cache_->FinishResync(std::move(listed));
     if (!status.ok()) {
       subscription_.Deregister(opened->get());
       ForgetCloseCallback(opened->get());
@@ -156,9 +161,9 @@ class LifecycleFeed::Core final : public CloseListener,
   void Installed(ConnectHandle conn, bool events) {
     conn_ = std::move(conn);
     events_ = events;
+    opened_at_ = absl::Now();
     {
       absl::MutexLock lock(&mu_);
-      backoff_.Reset();
       last_error_ = events ? "" : "this libvirt driver has no lifecycle events";
       first_attempt_done_ = true;
     }
@@ -183,18 +188,25 @@ class LifecycleFeed::Core final : public CloseListener,
     // Drops the registrations, which hold references to the connection
     // (each reconnect would leak one). Local on a dead connection.
     Close();
+    events_ = false;
     cache_->OnLost(reason);
     absl::MutexLock lock(&mu_);
     last_error_ = reason;
-    next_attempt_ = absl::Now();  // the first attempt is immediate
+    // A connection that had been up a while is reopened at once; one that
+    // died right after opening (a daemon crashing at every connection) waits
+    // out the backoff: each reopen lists every domain again.
+    if (absl::Now() - opened_at_ >= kStableAfter) {
+      backoff_.Reset();
+      next_attempt_ = absl::Now();
+    } else {
+      next_attempt_ = absl::Now() + backoff_.Next();
+    }
   }
 
   // Re-lists on the live connection (the cache found itself out of step).
   void Relist() {
     cache_->BeginResync();
-    absl::StatusOr<std::vector<v1::Domain>> listed = ListStates(conn_.get());
-    const absl::Status status = listed.status();
-    cache_->FinishResync(std::move(listed));
+    const absl::Status status = cache_->FinishResync(ListStates(conn_.get()));
     if (!status.ok()) Drop(std::string(status.message()));
   }
 
@@ -226,6 +238,7 @@ class LifecycleFeed::Core final : public CloseListener,
   // The feed thread's alone (and the closer's, once the thread exited).
   ConnectHandle conn_;
   bool events_ = false;  // registered for lifecycle events on conn_
+  absl::Time opened_at_;
 
   mutable absl::Mutex mu_;
   Backoff backoff_ ABSL_GUARDED_BY(mu_);

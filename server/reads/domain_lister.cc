@@ -1,6 +1,7 @@
 #include "server/reads/domain_lister.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -25,7 +26,8 @@ absl::Status NeverReached() {
 }  // namespace
 
 absl::Status WhileAlive(absl::Status status, virConnectPtr conn, const std::string& uri) {
-  if (status.ok() || status.code() == absl::StatusCode::kUnavailable ||
+  // No connection: a call that timed out kept it (see BulkStatsReader).
+  if (status.ok() || status.code() == absl::StatusCode::kUnavailable || conn == nullptr ||
       virConnectIsAlive(conn) == 1) {
     return status;
   }
@@ -97,17 +99,15 @@ absl::StatusOr<v1::Domain> DomainLister::GetCached(const GetQuery& query) const 
   return d;
 }
 
-absl::Status DomainLister::ReadAutostart(const ListQuery& query, ConnectionPool::Lease* lease) {
+absl::Status DomainLister::ReadAutostart(ConnectionPool::Lease* lease) {
   // Autostart has no event and no stats group: one flagged listing of all
   // domains, once per paged listing (the first page's; later pages use any
   // reading taken since the listing began).
-  if (query.listing_started > cache_->autostart_read_at()) {
-    const absl::Time started = absl::Now();
-    absl::StatusOr<absl::flat_hash_set<std::string>> autostart =
-        reads_->ListUuids(lease->get(), VIR_CONNECT_LIST_DOMAINS_AUTOSTART);
-    if (!autostart.ok()) return autostart.status();
-    cache_->UpdateAutostart(*autostart, started);
-  }
+  const absl::Time started = absl::Now();
+  absl::StatusOr<absl::flat_hash_set<std::string>> autostart =
+      reads_->ListUuids(lease->get(), VIR_CONNECT_LIST_DOMAINS_AUTOSTART);
+  if (!autostart.ok()) return autostart.status();
+  cache_->UpdateAutostart(*autostart, started);
   return absl::OkStatus();
 }
 
@@ -128,13 +128,15 @@ void DomainLister::Record(const std::vector<FactsReader::Wanted>& wanted,
   for (size_t i = 0; i < wanted.size(); ++i) {
     const FactsReader::DomainRead& r = read.domains[i];
     if (r.outcome == FactsReader::DomainRead::Outcome::kGone) {
-      observed.push_back({wanted[i].uuid, /*exists=*/false});
+      observed.push_back({wanted[i].uuid, wanted[i].sequence, /*exists=*/false});
       continue;
     }
     if (r.outcome != FactsReader::DomainRead::Outcome::kRead) continue;
     facts.push_back(r.facts);
+    facts.back().sequence = wanted[i].sequence;
     if (r.stats.state.has_value()) {
-      observed.push_back({wanted[i].uuid, true, ToProtoState(*r.stats.state), r.stats.id});
+      observed.push_back(
+          {wanted[i].uuid, wanted[i].sequence, true, ToProtoState(*r.stats.state), r.stats.id});
     }
   }
   cache_->UpdateFacts(facts, read.read_at);
@@ -143,18 +145,32 @@ void DomainLister::Record(const std::vector<FactsReader::Wanted>& wanted,
 
 absl::StatusOr<v1::ListDomainsResponse> DomainLister::ListFresh(const ListQuery& query,
                                                                absl::Time deadline) {
-  absl::StatusOr<ConnectionPool::Lease> lease = pool_->Acquire(deadline);
-  if (!lease.ok()) return lease.status();
   const std::string& uri = pool_->options().connect.uri;
-  if (absl::Status s = ReadAutostart(query, &*lease); !s.ok()) {
-    return WhileAlive(s, lease->get(), uri);
+  // A connection only if libvirt is to be asked (a later page whose facts
+  // were all read since the listing began needs none).
+  std::optional<ConnectionPool::Lease> lease;
+  auto leased = [&]() -> absl::Status {
+    if (lease.has_value()) return absl::OkStatus();
+    absl::StatusOr<ConnectionPool::Lease> got = pool_->Acquire(deadline);
+    if (!got.ok()) return got.status();
+    lease.emplace(*std::move(got));
+    return absl::OkStatus();
+  };
+  auto direct = [&]() -> absl::StatusOr<v1::ListDomainsResponse> {
+    if (absl::Status s = leased(); !s.ok()) return s;
+    absl::StatusOr<v1::ListDomainsResponse> listed = libvirt_->List(query, &*lease, deadline);
+    if (!listed.ok()) return WhileAlive(listed.status(), lease->get(), uri);
+    return listed;
+  };
+  if (!cache_->current()) return direct();
+  if (query.listing_started > cache_->autostart_read_at()) {
+    if (absl::Status s = leased(); !s.ok()) return s;
+    if (absl::Status s = ReadAutostart(&*lease); !s.ok()) {
+      return WhileAlive(s, lease->get(), uri);
+    }
   }
   const Page page = PageOf(query);
-  if (!page.view->current) {
-    absl::StatusOr<v1::ListDomainsResponse> direct = libvirt_->List(query, &*lease, deadline);
-    if (!direct.ok()) return WhileAlive(direct.status(), lease->get(), uri);
-    return direct;
-  }
+  if (!page.view->current) return direct();
   // Facts read since the listing began (by an earlier page of it, or by
   // another reader) are fresh enough; the rest are read now.
   const DomainCache::Record* first = page.view->domains.data() + page.begin;
@@ -171,11 +187,12 @@ absl::StatusOr<v1::ListDomainsResponse> DomainLister::ListFresh(const ListQuery&
   // no libvirt call at all.
   const bool all = wanted.size() * 4 >= page.view->total;
   if (all) wanted = Everything();
-  absl::StatusOr<FactsReader::Result> read =
-      wanted.empty() ? FactsReader::Result{}
-                     : facts_->Read(&*lease, wanted, all, FactsReader::InfoReuse::kWhileUnchanged,
-                                    deadline);
-  if (!read.ok()) return WhileAlive(read.status(), lease->get(), uri);
+  absl::StatusOr<FactsReader::Result> read = FactsReader::Result{};
+  if (!wanted.empty()) {
+    if (absl::Status s = leased(); !s.ok()) return s;
+    read = facts_->Read(&*lease, wanted, all, FactsReader::InfoReuse::kWhileUnchanged, deadline);
+    if (!read.ok()) return WhileAlive(read.status(), lease->get(), uri);
+  }
   Record(wanted, *read);
   absl::flat_hash_map<absl::string_view, const FactsReader::DomainRead*> now;
   for (size_t i = 0; i < wanted.size(); ++i) now.emplace(wanted[i].uuid, &read->domains[i]);

@@ -68,8 +68,8 @@ class DomainLister {
   Page PageOf(const ListQuery& query) const;
   // A response for `page` with its sequence, epoch and next page token.
   v1::ListDomainsResponse Respond(const ListQuery& query, const Page& page) const;
-  // Reads every domain's autostart flag, unless read since the listing began.
-  absl::Status ReadAutostart(const ListQuery& query, ConnectionPool::Lease* lease);
+  // Reads every domain's autostart flag into the cache.
+  absl::Status ReadAutostart(ConnectionPool::Lease* lease);
   // Every domain in the cache, to read all of them.
   std::vector<FactsReader::Wanted> Everything() const;
   // Reports what libvirt said of `wanted` to the cache (facts, drift).

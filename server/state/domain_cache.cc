@@ -2,12 +2,18 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 #include "server/base/log.h"
 #include "server/libvirt/domain_state.h"
 #include "server/state/domain_transitions.h"
 
 namespace virtgate {
 namespace {
+
+// Live events held while a re-listing runs. libvirt raises far fewer in the
+// time a listing takes; more would mean libvirtd is flooding us.
+constexpr size_t kMaxHeld = 100000;
 
 // Whether a record and an observation agree on what events tell: active or
 // not, paused or not, and which run.
@@ -59,9 +65,16 @@ void DomainCache::CopyFacts(const v1::Domain& from, v1::Domain* to) {
 void DomainCache::OnEvent(v1::LifecycleEvent event) {
   absl::MutexLock lock(&mu_);
   if (resyncing_) {
-    held_.push_back(std::move(event));
+    if (held_.size() < kMaxHeld) {
+      held_.push_back(std::move(event));
+    } else {
+      held_overflowed_ = true;
+    }
     return;
   }
+  // While a LOST is outstanding, an event can only come from a registration
+  // being torn down: the next re-listing accounts for what it says.
+  if (lost_) return;
   // Only just after a re-listing may an event be one it already reflected.
   if (absl::Now() < dedupe_until_ && !IsNewEvent(FindLocked(event.domain_uuid()), event)) {
     ++stats_.duplicates;
@@ -85,13 +98,19 @@ void DomainCache::BeginResync() {
   absl::MutexLock lock(&mu_);
   resyncing_ = true;
   held_.clear();
+  held_overflowed_ = false;
 }
 
-void DomainCache::FinishResync(absl::StatusOr<std::vector<v1::Domain>> listed) {
+absl::Status DomainCache::FinishResync(absl::StatusOr<std::vector<v1::Domain>> listed) {
   absl::MutexLock lock(&mu_);
   resyncing_ = false;
   std::vector<v1::LifecycleEvent> held;
   held.swap(held_);
+  if (listed.ok() && held_overflowed_) {
+    listed = absl::ResourceExhaustedError(absl::StrCat(
+        "more than ", kMaxHeld, " lifecycle events arrived while listing; listing again"));
+  }
+  suspects_.clear();  // the listing settles them, or it failed and we go again
   if (!listed.ok()) {
     LogWarning("cannot list domain states after connecting: ", listed.status().message());
     SetCurrentLocked(false);
@@ -101,7 +120,7 @@ void DomainCache::FinishResync(absl::StatusOr<std::vector<v1::Domain>> listed) {
       PublishConnectionLocked(v1::ConnectionChange::STATE_LOST,
                               std::string(listed.status().message()));
     }
-    return;
+    return listed.status();
   }
   ++stats_.resyncs;
   if (lost_) {
@@ -135,6 +154,7 @@ void DomainCache::FinishResync(absl::StatusOr<std::vector<v1::Domain>> listed) {
     PublishEventLocked(std::move(e));
   }
   dedupe_until_ = absl::Now() + options_.dedupe_window;
+  return absl::OkStatus();
 }
 
 bool DomainCache::TakeConfirmedDrift(absl::Time now) {
@@ -304,7 +324,14 @@ void DomainCache::UpdateFacts(const std::vector<Facts>& facts, absl::Time read_a
   for (const Facts& f : facts) {
     auto it = records_.find(f.uuid);
     if (it == records_.end()) continue;  // undefined meanwhile
-    v1::Domain next = *it->second;
+    const v1::Domain& now = *it->second;
+    if (now.sequence() != f.sequence) continue;  // changed since the read
+    if (now.has_facts_time() && absl::FromUnixSeconds(now.facts_time().seconds()) +
+                                        absl::Nanoseconds(now.facts_time().nanos()) >
+                                    read_at) {
+      continue;  // a later read got there first
+    }
+    v1::Domain next = now;
     ApplyFacts(f, read_at, &next);
     it->second = std::make_shared<const v1::Domain>(std::move(next));
   }
@@ -334,7 +361,8 @@ void DomainCache::NoteObserved(const std::vector<Observed>& observed) {
   if (!current_) return;  // nothing to compare against while events are down
   for (const Observed& seen : observed) {
     const v1::Domain* record = FindLocked(seen.uuid);
-    if (record == nullptr) continue;
+    // An event since the read makes the comparison meaningless.
+    if (record == nullptr || record->sequence() != seen.sequence) continue;
     if (Agrees(*record, seen)) {
       suspects_.erase(seen.uuid);
       continue;
@@ -344,6 +372,11 @@ void DomainCache::NoteObserved(const std::vector<Observed>& observed) {
       it->second = Suspect{record->sequence(), now};
     }
   }
+}
+
+bool DomainCache::current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
 }
 
 DomainCache::Stats DomainCache::GetStats() const {

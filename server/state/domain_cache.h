@@ -95,6 +95,10 @@ class DomainCache {
   // A freshly read fact set of one domain.
   struct Facts {
     std::string uuid;
+    // The sequence of the record when it was read: facts read before a
+    // change (a new run, a redefinition) are not written onto the record
+    // after it.
+    uint64_t sequence = 0;
     uint32_t vcpus = 0;
     uint64_t memory_kib = 0;
     uint64_t max_memory_kib = 0;
@@ -112,6 +116,7 @@ class DomainCache {
   // What a fresh read saw of a domain's state, for drift detection.
   struct Observed {
     std::string uuid;
+    uint64_t sequence = 0;  // of the record the read was made for
     bool exists = true;
     v1::DomainState state = v1::DOMAIN_STATE_NOSTATE;
     uint32_t id = 0;
@@ -132,9 +137,12 @@ class DomainCache {
   // With the full state listing read on that connection (or why it failed).
   // Success: RESTORED (if a LOST is outstanding), the catch-up events, then
   // the held events that are new; the cache is current. The very first
-  // listing only seeds the cache. Failure: the held events are dropped and
-  // the outage goes on (LOST if not yet sent).
-  void FinishResync(absl::StatusOr<std::vector<v1::Domain>> listed);
+  // listing only seeds the cache, unless a LOST went out before it (libvirt
+  // was not there at start-up): then watchers get RESTORED and a synthetic
+  // DEFINED/STARTED for every domain. Failure (also: more events held than
+  // kMaxHeld): the held events are dropped and the outage goes on (LOST if
+  // not yet sent); the status says why, and the feed reconnects.
+  absl::Status FinishResync(absl::StatusOr<std::vector<v1::Domain>> listed);
   // True (once) if a state seen by NoteObserved went unexplained past the
   // grace period: the caller re-lists.
   bool TakeConfirmedDrift(absl::Time now);
@@ -155,7 +163,8 @@ class DomainCache {
                                                      std::function<void()> wake);
 
   // --- Fresh reads' side.
-  // Facts read at `read_at`; domains no longer in the cache are skipped.
+  // Facts read at `read_at`; skipped for a domain no longer in the cache,
+  // changed since the read (another sequence), or read more recently.
   void UpdateFacts(const std::vector<Facts>& facts, absl::Time read_at);
   // Autostart of every domain, from one flagged listing started at `read_at`.
   void UpdateAutostart(const absl::flat_hash_set<std::string>& autostart, absl::Time read_at);
@@ -164,6 +173,8 @@ class DomainCache {
   void NoteObserved(const std::vector<Observed>& observed);
 
   Stats GetStats() const;
+  // Events are flowing and the cache is in step with libvirt.
+  bool current() const;
   const std::string& epoch() const { return hub_->epoch(); }
   const EventHub& hub() const { return *hub_; }
 
@@ -198,7 +209,9 @@ class DomainCache {
   bool current_ ABSL_GUARDED_BY(mu_) = false;
   bool lost_ ABSL_GUARDED_BY(mu_) = false;       // a LOST is outstanding
   bool resyncing_ ABSL_GUARDED_BY(mu_) = false;  // holding live events
+  // Bounded (kMaxHeld): a re-listing that outlasts it fails, and is retried.
   std::vector<v1::LifecycleEvent> held_ ABSL_GUARDED_BY(mu_);
+  bool held_overflowed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time dedupe_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time autostart_read_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::flat_hash_map<std::string, Suspect> suspects_ ABSL_GUARDED_BY(mu_);

@@ -58,6 +58,22 @@ v1::LifecycleEvent Synthetic(const std::string& uuid, const std::string& name, u
   return e;
 }
 
+// States that differ without an event between them count as one.
+v1::DomainState RunClass(v1::DomainState s) {
+  return s == v1::DOMAIN_STATE_BLOCKED ? v1::DOMAIN_STATE_RUNNING : s;
+}
+
+// The event that takes an active domain into `state` within its run.
+int EventInto(v1::DomainState state) {
+  switch (state) {
+    case v1::DOMAIN_STATE_PAUSED: return VIR_DOMAIN_EVENT_SUSPENDED;
+    case v1::DOMAIN_STATE_SHUTDOWN: return VIR_DOMAIN_EVENT_SHUTDOWN;
+    case v1::DOMAIN_STATE_PMSUSPENDED: return VIR_DOMAIN_EVENT_PMSUSPENDED;
+    case v1::DOMAIN_STATE_CRASHED: return VIR_DOMAIN_EVENT_CRASHED;
+    default: return VIR_DOMAIN_EVENT_RESUMED;  // running (or blocked) again
+  }
+}
+
 void SetState(v1::Domain* d, int state, int reason) {
   d->set_state(ToProtoState(state));
   d->set_state_reason(StateReasonName(state, reason));
@@ -188,9 +204,10 @@ std::vector<v1::LifecycleEvent> CatchUpEvents(
     if (is.active && (!was.active || new_run)) {
       out.push_back(Synthetic(uuid, is.name, is.id, VIR_DOMAIN_EVENT_STARTED));
       if (is.paused) out.push_back(Synthetic(uuid, is.name, is.id, VIR_DOMAIN_EVENT_SUSPENDED));
-    } else if (is.active && was.paused != is.paused) {
-      out.push_back(Synthetic(uuid, is.name, is.id,
-                              is.paused ? VIR_DOMAIN_EVENT_SUSPENDED : VIR_DOMAIN_EVENT_RESUMED));
+    } else if (is.active && RunClass(known_it->second->state()) != RunClass(listed_now.state())) {
+      // Within one run: the event that leads to the listed state (so the
+      // record's change comes with a sequence, as every change must).
+      out.push_back(Synthetic(uuid, is.name, is.id, EventInto(listed_now.state())));
     }
     if (was.persistent && !is.persistent) {
       out.push_back(Synthetic(uuid, is.name, is.id, VIR_DOMAIN_EVENT_UNDEFINED));

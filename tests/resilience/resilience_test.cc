@@ -673,6 +673,17 @@ TEST_F(ResilienceTest, StartsWithoutLibvirtdAndServesWhenItAppears) {
   ASSERT_EQ(List(absl::Seconds(5), &listed).code, grpc::StatusCode::OK);
   ASSERT_EQ(listed.domains_size(), 1);
   EXPECT_EQ(listed.domains(0).name(), "test");
+  // One story once it is all back: host fields, events up, no stale error.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        grpc::ClientContext ctx;
+        v1::HostInfo info;
+        if (!stub_->GetHostInfo(&ctx, {}, &info).ok()) return false;
+        const v1::ConnectionInfo& c = info.connection();
+        return !info.hostname().empty() && c.events_up() && c.events_error().empty() &&
+               c.connections_up() == c.connections_total() && c.last_error().empty();
+      },
+      absl::Seconds(30)));
 }
 
 }  // namespace

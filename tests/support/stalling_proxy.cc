@@ -128,8 +128,9 @@ struct StallingProxy::State {
         char buf[64];
         (void)!::read(wake[0], buf, sizeof buf);
       }
+      const size_t polled = pairs.size();  // a pair accepted now is polled next time round
       if (fds[0].revents & POLLIN) Accept(&pairs);
-      for (size_t i = 0; i < pairs.size(); ++i) {
+      for (size_t i = 0; i < polled; ++i) {
         Pair& p = pairs[i];
         const pollfd& c = fds[2 + 2 * i];
         const pollfd& s = fds[3 + 2 * i];

@@ -72,6 +72,8 @@ TEST(DomainTransitionsTest, CatchUpTurnsEachDifferenceIntoTheTransitionsBetween)
       Dom("rerun", v1::DOMAIN_STATE_RUNNING, true, 3),
       Dom("same", v1::DOMAIN_STATE_RUNNING, true, 4),
       Dom("made-transient", v1::DOMAIN_STATE_RUNNING),
+      Dom("pm", v1::DOMAIN_STATE_RUNNING, true, 6),
+      Dom("woke", v1::DOMAIN_STATE_PMSUSPENDED, true, 8),
   };
   const std::vector<v1::Domain> now = {
       Dom("stopped", v1::DOMAIN_STATE_SHUTOFF),
@@ -84,6 +86,8 @@ TEST(DomainTransitionsTest, CatchUpTurnsEachDifferenceIntoTheTransitionsBetween)
       Dom("new-running", v1::DOMAIN_STATE_RUNNING),
       Dom("new-paused-transient", v1::DOMAIN_STATE_PAUSED, /*persistent=*/false),
       Dom("new-off", v1::DOMAIN_STATE_SHUTOFF),
+      Dom("pm", v1::DOMAIN_STATE_PMSUSPENDED, true, 6),
+      Dom("woke", v1::DOMAIN_STATE_RUNNING, true, 8),
   };
   EXPECT_EQ(Names(CatchUpEvents(Known(was), now)),
             "gone-off UNDEFINED/removed, "
@@ -94,10 +98,12 @@ TEST(DomainTransitionsTest, CatchUpTurnsEachDifferenceIntoTheTransitionsBetween)
             "new-paused-transient STARTED/unknown, new-paused-transient SUSPENDED/unknown, "
             "new-running DEFINED/added, new-running STARTED/unknown, "
             "paused SUSPENDED/unknown, "
+            "pm PMSUSPENDED/unknown, "
             "rerun STOPPED/unknown, rerun STARTED/unknown, "
             "resumed RESUMED/unknown, "
             "started STARTED/unknown, "
-            "stopped STOPPED/unknown");
+            "stopped STOPPED/unknown, "
+            "woke RESUMED/unknown");
   EXPECT_EQ(Names(CatchUpEvents(Known(now), now)), "") << "nothing changed, nothing to send";
 }
 
@@ -241,7 +247,7 @@ class DomainCacheTest : public ::testing::Test {
 
   void Seed(std::vector<v1::Domain> listed) {
     cache_.BeginResync();
-    cache_.FinishResync(std::move(listed));
+    EXPECT_TRUE(cache_.FinishResync(std::move(listed)).ok());
   }
 
   std::shared_ptr<EventHub> hub_;
@@ -281,8 +287,10 @@ TEST_F(DomainCacheTest, OutageIsOneLostThenRestoredWithWhatChangedMeanwhile) {
   cache_.OnEvent(Ev("c", v1::LIFECYCLE_EVENT_TYPE_STARTED, 9));  // reflected in the listing
   cache_.OnEvent(Ev("c", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 9, "paused"));  // after it
   EXPECT_EQ(Published(), "");
-  cache_.FinishResync(std::vector<v1::Domain>{Dom("b", v1::DOMAIN_STATE_RUNNING),
-                                              Dom("c", v1::DOMAIN_STATE_RUNNING, false, 9)});
+  EXPECT_TRUE(cache_
+                  .FinishResync(std::vector<v1::Domain>{
+                      Dom("b", v1::DOMAIN_STATE_RUNNING), Dom("c", v1::DOMAIN_STATE_RUNNING, false, 9)})
+                  .ok());
   EXPECT_EQ(Published(),
             "STATE_RESTORED, a STOPPED (synthetic), a UNDEFINED (synthetic), "
             "b STARTED (synthetic), c STARTED (synthetic), c SUSPENDED");
@@ -300,7 +308,7 @@ TEST_F(DomainCacheTest, FailedResyncKeepsTheOutageAndDropsHeldEvents) {
   cache_.OnLost("gone");
   cache_.BeginResync();
   cache_.OnEvent(Ev("a", v1::LIFECYCLE_EVENT_TYPE_STARTED, 1));
-  cache_.FinishResync(absl::UnavailableError("listing failed"));
+  EXPECT_FALSE(cache_.FinishResync(absl::UnavailableError("listing failed")).ok());
   EXPECT_EQ(Published(), "STATE_LOST gone");
   EXPECT_FALSE(cache_.GetStats().current);
   // The next resync finds the domain and says so, once.
@@ -428,6 +436,19 @@ TEST_F(DomainCacheTest, FreshReadsWriteFactsNeverState) {
   EXPECT_EQ((*cache_.FindByUuid("uuid-b"))->state_reason(), "crashed");
   EXPECT_EQ((*cache_.FindByUuid("uuid-a"))->state(), v1::DOMAIN_STATE_RUNNING);
   EXPECT_EQ(Published(), "");
+  // Facts of an earlier read, or of the record before a change, are not
+  // written over what is newer.
+  const uint32_t vcpus_now = (*cache_.FindByUuid("uuid-a"))->vcpus();
+  DomainCache::Facts older = facts_a;
+  older.vcpus = 7;
+  cache_.UpdateFacts({older}, t - absl::Seconds(1));
+  EXPECT_EQ((*cache_.FindByUuid("uuid-a"))->vcpus(), vcpus_now);
+  cache_.OnEvent(Ev("a", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 1, "paused"));
+  cache_.UpdateFacts({older}, t + absl::Seconds(1));  // read at sequence 0
+  EXPECT_EQ((*cache_.FindByUuid("uuid-a"))->vcpus(), vcpus_now);
+  older.sequence = 1;  // read after the change: written
+  cache_.UpdateFacts({older}, t + absl::Seconds(1));
+  EXPECT_EQ((*cache_.FindByUuid("uuid-a"))->vcpus(), 7u);
 }
 
 // A state libvirt reports that no event explains, for longer than the
@@ -436,19 +457,22 @@ TEST_F(DomainCacheTest, UnexplainedStatesAreDriftExplainedOnesAreNot) {
   Seed({Dom("a", v1::DOMAIN_STATE_RUNNING, true, 1), Dom("b", v1::DOMAIN_STATE_RUNNING, true, 2)});
   const absl::Time now = absl::Now();
   // Both seen paused; only b's SUSPENDED event arrives.
-  cache_.NoteObserved({{"uuid-a", true, v1::DOMAIN_STATE_PAUSED, 1},
-                       {"uuid-b", true, v1::DOMAIN_STATE_PAUSED, 2}});
+  cache_.NoteObserved({{"uuid-a", 0, true, v1::DOMAIN_STATE_PAUSED, 1},
+                       {"uuid-b", 0, true, v1::DOMAIN_STATE_PAUSED, 2}});
   cache_.OnEvent(Ev("b", v1::LIFECYCLE_EVENT_TYPE_SUSPENDED, 2, "paused"));
   EXPECT_FALSE(cache_.TakeConfirmedDrift(now)) << "within the grace period";
   EXPECT_TRUE(cache_.TakeConfirmedDrift(now + absl::Seconds(6)));
   EXPECT_FALSE(cache_.TakeConfirmedDrift(now + absl::Seconds(7))) << "once";
   EXPECT_EQ(cache_.GetStats().drift_resyncs, 1u);
   // Agreement clears a suspicion; events in flight are not drift.
-  cache_.NoteObserved({{"uuid-b", true, v1::DOMAIN_STATE_RUNNING, 2}});
-  cache_.NoteObserved({{"uuid-b", true, v1::DOMAIN_STATE_PAUSED, 2}});
+  cache_.NoteObserved({{"uuid-b", 1, true, v1::DOMAIN_STATE_RUNNING, 2}});
+  cache_.NoteObserved({{"uuid-b", 1, true, v1::DOMAIN_STATE_PAUSED, 2}});
+  EXPECT_FALSE(cache_.TakeConfirmedDrift(now + absl::Seconds(60)));
+  // A read made before the record's last change says nothing about drift.
+  cache_.NoteObserved({{"uuid-b", 0, true, v1::DOMAIN_STATE_RUNNING, 2}});
   EXPECT_FALSE(cache_.TakeConfirmedDrift(now + absl::Seconds(60)));
   // A domain libvirt no longer has, with no UNDEFINED on the way, is drift.
-  cache_.NoteObserved({{"uuid-a", /*exists=*/false}});
+  cache_.NoteObserved({{"uuid-a", 0, /*exists=*/false}});
   EXPECT_TRUE(cache_.TakeConfirmedDrift(absl::Now() + absl::Seconds(6)));
 }
 
