@@ -14,13 +14,6 @@
 #include "server/libvirt/event_loop.h"
 
 namespace virtgate {
-namespace {
-
-// A connection up at least this long before it died is reopened at once.
-constexpr absl::Duration kStableAfter = absl::Seconds(10);
-
-}  // namespace
-
 // Shared by the pool, its leases, its close callbacks and its maintenance
 // thread, so that any of them outliving the pool (a worker abandoned in a
 // stuck libvirt call, a maintenance thread stuck opening) stays valid.

@@ -60,6 +60,11 @@ absl::StatusOr<ConnectHandle> OpenConnection(const ConnectOptions& options,
 // libvirtd. Harmless if there is none.
 void ForgetCloseCallback(virConnectPtr conn);
 
+// A connection that was up at least this long before it died is reopened
+// at once; one that died sooner (a daemon crashing at every connection)
+// waits out its Backoff.
+inline constexpr absl::Duration kStableAfter = absl::Seconds(10);
+
 // Waits between attempts to open: starts at `initial`, doubles up to `max`,
 // each wait drawn from [half, all] of the current step. Not thread-safe.
 class Backoff {

@@ -13,13 +13,6 @@
 #include "server/libvirt/lifecycle_subscription.h"
 
 namespace virtgate {
-namespace {
-
-// A connection up at least this long before it died is reopened at once.
-constexpr absl::Duration kStableAfter = absl::Seconds(10);
-
-}  // namespace
-
 // Shared by the feed, its thread and its close callback, so that a thread
 // abandoned in a stuck libvirt call stays valid after the feed is gone.
 class LifecycleFeed::Core final : public CloseListener,
