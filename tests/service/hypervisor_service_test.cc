@@ -290,12 +290,19 @@ TEST_F(HypervisorServiceTest, BadListRequestsAreInvalidArgument) {
 }
 
 TEST_F(HypervisorServiceTest, PageSizeIsCappedAndDefaulted) {
-  Define("cap-", 5);
+  Define("cap-", 5005);  // 5,006 with the test driver's own
+  v1::ListDomainsResponse resp;
+  ASSERT_TRUE(List(v1::ListDomainsRequest(), &resp).ok());
+  EXPECT_EQ(resp.domains_size(), 500) << "page_size 0: the default";
+  EXPECT_FALSE(resp.next_page_token().empty());
   v1::ListDomainsRequest huge;
   huge.set_page_size(1 << 30);
-  v1::ListDomainsResponse resp;
   ASSERT_TRUE(List(huge, &resp).ok());
-  EXPECT_EQ(resp.domains_size(), 6);  // below the cap: everything, no token
+  EXPECT_EQ(resp.domains_size(), 5000) << "capped";
+  ASSERT_FALSE(resp.next_page_token().empty());
+  huge.set_page_token(resp.next_page_token());
+  ASSERT_TRUE(List(huge, &resp).ok());
+  EXPECT_EQ(resp.domains_size(), 6) << "the rest";
   EXPECT_TRUE(resp.next_page_token().empty());
 }
 
@@ -361,15 +368,21 @@ TEST_F(HypervisorServiceTest, ListingsSeeAutostartAndPersistenceChangesAtOnce) {
   EXPECT_TRUE(find("flip-00001").persistent());  // the cache now holds both
 
   DomainHandle a(virDomainLookupByName(admin_, "flip-00000"));
-  ASSERT_EQ(virDomainSetAutostart(a.get(), 1), 0);
+  ASSERT_EQ(virDomainSetAutostart(a.get(), 1), 0);  // no event: a fresh read sees it
   DomainHandle b(virDomainLookupByName(admin_, "flip-00001"));
+  const uint64_t before = server_->events()->last_sequence();
   ASSERT_EQ(virDomainUndefine(b.get()), 0);  // running, so it becomes transient
+  // Persistence comes with the UNDEFINED event, which reads wait for.
+  ASSERT_TRUE(testing::WaitFor([&] { return server_->events()->last_sequence() > before; },
+                               absl::Seconds(30)));
 
   EXPECT_TRUE(find("flip-00000").autostart());
   EXPECT_FALSE(find("flip-00001").persistent());
   v1::ListDomainsRequest autostart;
   autostart.set_autostart(true);
-  for (const v1::Domain& d : ListAll(autostart)) EXPECT_TRUE(d.autostart()) << d.name();
+  std::vector<std::string> names;
+  for (const v1::Domain& d : ListAll(autostart)) names.push_back(d.name());
+  EXPECT_THAT(names, ::testing::ElementsAre("flip-00000"));
 }
 
 TEST_F(HypervisorServiceTest, HostInfoDescribesTheTestDriver) {
