@@ -58,6 +58,9 @@ ABSL_FLAG(absl::Duration, bulk_stats_budget, absl::Milliseconds(500),
           "how long a bulk-stats call may take (or 10ms per domain, if more) before "
           "virtgated looks for a guest whose QEMU does not answer and reads the others "
           "without it");
+ABSL_FLAG(absl::Duration, max_call_time, absl::Seconds(60),
+          "the longest a FRESH ListDomains or GetDomain may take: a call whose client set no "
+          "deadline, or a later one, ends with DEADLINE_EXCEEDED here");
 ABSL_FLAG(int, event_history, 10000,
           "lifecycle events kept for WatchLifecycle resume (resume_after_sequence)");
 ABSL_FLAG(int, watch_queue_depth, 1024,
@@ -119,8 +122,10 @@ int main(int argc, char** argv) {
   }
   options.event_history = absl::GetFlag(FLAGS_event_history);
   options.bulk_stats_budget = absl::GetFlag(FLAGS_bulk_stats_budget);
-  if (options.bulk_stats_budget <= absl::ZeroDuration()) {
-    std::fprintf(stderr, "virtgated: --bulk_stats_budget must be positive\n");
+  options.max_call_time = absl::GetFlag(FLAGS_max_call_time);
+  if (options.bulk_stats_budget <= absl::ZeroDuration() ||
+      options.max_call_time <= absl::ZeroDuration()) {
+    std::fprintf(stderr, "virtgated: --bulk_stats_budget and --max_call_time must be positive\n");
     return 2;
   }
   options.watch_queue_depth = absl::GetFlag(FLAGS_watch_queue_depth);

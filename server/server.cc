@@ -142,7 +142,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
       std::make_shared<LibvirtLister>(server->cache_, server->pool_, server->reads_, facts));
   server->timers_ = std::make_unique<TimerThread>();
   server->service_ = std::make_unique<HypervisorService>(HypervisorService::Deps{
-      PageLimits{}, server->workers_.get(), server->lister_, server->cache_, server->hub_,
+      PageLimits{}, CallRunner{server->workers_.get(), server->timers_.get(), o.max_call_time},
+      server->lister_, server->cache_, server->hub_,
       server->timers_.get(), server->pool_, server->stats_, server->host_, server->feed_.get()});
 
   if (absl::Status s = server->StartGrpc(*std::move(creds)); !s.ok()) {

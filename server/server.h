@@ -55,6 +55,9 @@ class Server {
     // How long a bulk-stats call may take before a frozen guest is looked
     // for (see BulkStatsReader).
     absl::Duration bulk_stats_budget = absl::Milliseconds(500);
+    // The longest a FRESH ListDomains or GetDomain may take, whatever the
+    // client's deadline (or none): then DEADLINE_EXCEEDED.
+    absl::Duration max_call_time = absl::Seconds(60);
     size_t watch_queue_depth = 1024;
     // TLS: both files set -> TLS; client CA set too -> clients must present a
     // certificate it signed (mTLS). Plaintext on a non-loopback address is

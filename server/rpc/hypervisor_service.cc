@@ -25,7 +25,7 @@ grpc::ServerUnaryReactor* HypervisorService::ListDomains(grpc::CallbackServerCon
   if (!query.ok()) return FinishNow<v1::ListDomainsResponse>(ctx, query.status(), response);
   if (query->cached) return FinishNow(ctx, deps_.lister->ListCached(*query), response);
   return UnaryCall<v1::ListDomainsResponse>::Start(
-      ctx, response, deps_.workers,
+      ctx, response, deps_.calls,
       [lister = deps_.lister, q = *std::move(query)](absl::Time deadline) {
         return lister->ListFresh(q, deadline);
       });
@@ -38,7 +38,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetDomain(grpc::CallbackServerConte
   if (!query.ok()) return FinishNow<v1::Domain>(ctx, query.status(), response);
   if (query->cached) return FinishNow(ctx, deps_.lister->GetCached(*query), response);
   return UnaryCall<v1::Domain>::Start(
-      ctx, response, deps_.workers,
+      ctx, response, deps_.calls,
       [lister = deps_.lister, q = *std::move(query)](absl::Time deadline) {
         return lister->GetFresh(q, deadline);
       });
@@ -52,7 +52,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
   v1::HostInfo info;
   if (std::optional<v1::HostInfo> facts = deps_.host->Get()) info = *std::move(facts);
   const ConnectionPool::Snapshot pool = deps_.pool->GetSnapshot();
-  const WorkerPool::Stats workers = deps_.workers->GetStats();
+  const WorkerPool::Stats workers = deps_.calls.workers->GetStats();
   const DomainCache::Stats cache = deps_.cache->GetStats();
   v1::ConnectionInfo* c = info.mutable_connection();
   c->set_up(pool.up());

@@ -21,6 +21,7 @@
 #include "server/libvirt/worker_pool.h"
 #include "server/reads/domain_lister.h"
 #include "server/reads/domain_query.h"
+#include "server/rpc/unary_call.h"
 #include "server/rpc/watch_reactor.h"
 #include "server/rpc/watch_registry.h"
 #include "server/state/domain_cache.h"
@@ -31,11 +32,11 @@ namespace virtgate {
 
 class HypervisorService final : public v1::Hypervisor::CallbackService {
  public:
-  // What the service reads from. `workers`, `feed` and `timers` must outlive
+  // What the service reads from. `calls`, `feed` and `timers` must outlive
   // the gRPC server (only gRPC threads use them).
   struct Deps {
     PageLimits limits;
-    WorkerPool* workers = nullptr;
+    CallRunner calls;  // FRESH reads: workers, and the server's time limit
     std::shared_ptr<DomainLister> lister;
     std::shared_ptr<DomainCache> cache;
     std::shared_ptr<EventHub> hub;

@@ -8,7 +8,10 @@
 //   - CANCELLED or DEADLINE_EXCEEDED, when the client cancels or its deadline
 //     passes (OnCancel):
 //     the client gets its status on time and the worker's late result is
-//     dropped, so a stuck libvirt call never holds an RPC past its deadline.
+//     dropped, so a stuck libvirt call never holds an RPC past its deadline;
+//   - DEADLINE_EXCEEDED at the server's own limit (--max_call_time), when the
+//     client set no deadline or a later one: gRPC does not end those, so a
+//     timer does. The work is given the earlier of the two.
 //
 // Lifetime: gRPC owns the reactor until OnDone, which deletes it. The worker
 // only holds `Shared`, and touches the reactor and the gRPC-owned response
@@ -17,6 +20,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -25,10 +29,18 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/rpc/grpc_status.h"
+#include "server/base/timer_thread.h"
 #include "server/libvirt/worker_pool.h"
+#include "server/rpc/grpc_status.h"
 
 namespace virtgate {
+
+// Where a unary call's libvirt work runs, and for how long at most.
+struct CallRunner {
+  WorkerPool* workers = nullptr;
+  TimerThread* timers = nullptr;  // ends calls at max_call_time
+  absl::Duration max_call_time = absl::Seconds(60);
+};
 
 template <typename Response>
 class UnaryCall final : public grpc::ServerUnaryReactor {
@@ -38,11 +50,19 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   using Work = std::function<absl::StatusOr<Response>(absl::Time deadline)>;
 
   static grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* ctx, Response* response,
-                                         WorkerPool* pool, Work work) {
-    const absl::Time deadline = absl::FromChrono(ctx->deadline());
+                                         const CallRunner& runner, Work work) {
+    const absl::Time client_deadline = absl::FromChrono(ctx->deadline());
+    const absl::Time limit = absl::Now() + runner.max_call_time;
+    const absl::Time deadline = std::min(client_deadline, limit);
     auto* call = new UnaryCall(response, deadline);
     std::shared_ptr<Shared> shared = call->shared_;
-    absl::Status queued = pool->Submit([shared, deadline, work = std::move(work)](bool cancelled) {
+    if (limit < client_deadline) {
+      runner.timers->Schedule(limit, [shared] {
+        shared->Finish(absl::DeadlineExceededError(
+            "deadline exceeded: the call reached virtgated's limit (--max_call_time)"));
+      });
+    }
+    absl::Status queued = runner.workers->Submit([shared, deadline, work = std::move(work)](bool cancelled) {
       if (cancelled) {
         shared->Finish(absl::UnavailableError("server shutting down"));
         return;

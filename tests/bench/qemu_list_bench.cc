@@ -40,6 +40,7 @@
 #include "tests/e2e/qemu_guests.h"
 #include "tests/e2e/system_libvirtd.h"
 #include "tests/e2e/virtgated_process.h"
+#include "tests/support/skips.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate::e2e {
@@ -242,7 +243,8 @@ int main(int argc, char** argv) {
   if (!virtgate::e2e::rig->skip.empty()) {
     std::printf("QEMU benchmark skipped: %s\n", virtgate::e2e::rig->skip.c_str());
     delete virtgate::e2e::rig;
-    return 0;
+    // ctest's SKIP_RETURN_CODE; in CI (VIRTGATE_NO_SKIPS=1) a failure.
+    return virtgate::testing::SkipsAreFailures() ? 1 : virtgate::testing::kSkipExitCode;
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

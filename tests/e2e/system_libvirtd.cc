@@ -84,9 +84,11 @@ absl::Status CheckQemuDriver(virConnectPtr conn) {
   free(caps);
   if (!absl::StrContains(text, "<arch name='x86_64'>") ||
       !absl::StrContains(text, "<domain type='qemu'")) {
-    return absl::FailedPreconditionError(
-        "libvirt's QEMU driver offers no x86_64 TCG guests (<domain type='qemu'>); is "
-        "qemu-system-x86 installed?");
+    // qemu-system-x86 is installed (checked first): a driver that still
+    // offers no TCG guests is broken, not missing.
+    return absl::InternalError(
+        "libvirt's QEMU driver offers no x86_64 TCG guests (<domain type='qemu'>) although "
+        "qemu-system-x86 is installed");
   }
   return absl::OkStatus();
 }
@@ -167,7 +169,9 @@ absl::StatusOr<std::unique_ptr<SystemLibvirtd>> SystemLibvirtd::Ensure() {
   if (absl::Status s = host->StartLibvirtd(); !s.ok()) return s;
   OpenResult up = OpenSystem();
   if (!up.conn) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    // Everything it needs is installed: a daemon that starts but does not
+    // serve is a breakage to report, not a machine to skip.
+    return absl::InternalError(absl::StrCat(
         "libvirtd started but ", kSystemUri, " does not open (", up.error,
         "): its QEMU driver did not initialise; libvirtd log:\n", Tail(host->LibvirtdLog())));
   }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iostream>
 #include <atomic>
 #include <fstream>
 #include <functional>
@@ -117,6 +118,23 @@ class ResilienceTest : public ::testing::Test {
     grpc::Status s = stub_->ListDomains(&ctx, req, &response);
     if (out != nullptr) *out = response;
     return {s.error_code(), absl::Now() - start, s.error_message()};
+  }
+  // nullopt: the call failed (GetHostInfo answers from memory; it must not).
+  std::optional<v1::HostInfo> HostInfo() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    v1::HostInfo info;
+    if (!stub_->GetHostInfo(&ctx, {}, &info).ok()) return std::nullopt;
+    return info;
+  }
+  // A CACHED listing (served from the cache alone, whatever libvirtd does).
+  grpc::Status ListCached(v1::ListDomainsResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    v1::ListDomainsRequest req;
+    req.set_page_size(5000);
+    req.set_consistency(v1::READ_CONSISTENCY_CACHED);
+    return stub_->ListDomains(&ctx, req, out);
   }
   ConnectHandle Admin() {
     ConnectHandle c(virConnectOpen(daemon_->uri().c_str()));
@@ -276,6 +294,22 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
     // ... then the daemon dies, and comes back with only its default domain.
     daemon_->Kill();
     ASSERT_TRUE(WaitServing(false)) << "health must follow the daemon down\n" << LogTail();
+    {
+      // GetHostInfo says what health says; CACHED reads still answer, from
+      // the cache, with every domain stale.
+      std::optional<v1::HostInfo> info = HostInfo();
+      ASSERT_TRUE(info.has_value());
+      EXPECT_FALSE(info->connection().up()) << info->DebugString();
+      EXPECT_FALSE(info->connection().last_error().empty()) << info->DebugString();
+      EXPECT_TRUE(WaitFor([&] { return (info = HostInfo()) && !info->connection().events_up(); },
+                          absl::Seconds(30)))
+          << info->DebugString();
+      v1::ListDomainsResponse cached;
+      grpc::Status s = ListCached(&cached);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      EXPECT_GT(cached.domains_size(), 0);
+      for (const v1::Domain& d : cached.domains()) EXPECT_TRUE(d.stale()) << d.name();
+    }
     ASSERT_TRUE(daemon_->Restart().ok());
     ASSERT_TRUE(WaitServing(true)) << "health must follow the daemon up\n" << LogTail();
     for (auto& w : watchers) {
@@ -284,6 +318,12 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
       }, absl::Seconds(30))) << "no STATE_RESTORED\n" << LogTail();
       ASSERT_EQ(CountConnection(w->Messages(), v1::ConnectionChange::STATE_LOST), cycle + 1)
           << LogTail();
+      const std::vector<v1::WatchLifecycleResponse> seen = w->Messages();
+      auto lost = std::find_if(seen.rbegin(), seen.rend(), [](const auto& m) {
+        return m.connection().state() == v1::ConnectionChange::STATE_LOST;
+      });
+      EXPECT_TRUE(absl::StrContains(lost->connection().reason(), "connection closed (end of file)"))
+          << "the LOST says why: " << lost->connection().reason();
       ASSERT_EQ(CountConnection(w->Messages(), v1::ConnectionChange::STATE_RESTORED), cycle + 1)
           << LogTail();
     }
@@ -333,7 +373,13 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
   // short mid-handshake leaks the eventfd of its client's GLib context
   // (libvirt 9.0; reproduced outside virtgated, ~1 in 5 such opens). So at
   // most one eventfd per open that failed after connecting (virtgated logs
-  // every failed open at debug level), since the baseline.
+  // every failed open at debug level), since the baseline, and never more
+  // than kLibvirtLeaks, which does not depend on what virtgated logs: a
+  // virtgated that fails more opens cannot hide more leaks. Such opens are
+  // rare (a kill lands on established connections; the restart is waited
+  // for): 0 to 2 per 20-cycle run here, so 1 leak per 4 restarts is already
+  // several times what libvirt's leak rate explains.
+  constexpr int kLibvirtLeaks = kCycles / 4;
   auto failed_opens = [&] {
     const std::vector<std::string> lines =
         absl::StrSplit(server_->Log().substr(base_log_size), '\n');
@@ -346,14 +392,17 @@ TEST_F(ResilienceTest, TwentyKillNineRestartsUnderLoadLoseNothing) {
     for (const auto& [kind, n] : FdKinds()) {
       auto base = base_fds.find(kind);
       const int allowed = (base == base_fds.end() ? 0 : base->second) +
-                          (kind == "anon_inode:[eventfd]" ? failed_opens() : 0);
+                          (kind == "anon_inode:[eventfd]" ? std::min(failed_opens(), kLibvirtLeaks)
+                                                          : 0);
       if (n > allowed) return false;
     }
     return true;
   };
+  std::cerr << "[kill test] opens failed after connecting: " << failed_opens() << "\n";
   EXPECT_TRUE(WaitFor(fds_back, absl::Seconds(30)))
       << "open descriptors now: " << Describe(FdKinds())
       << "\nat the baseline: " << Describe(base_fds) << "\nfailed opens: " << failed_opens()
+      << " (eventfds allowed for them: at most " << kLibvirtLeaks << ")"
       << "\n" << LogTail();
 
   EXPECT_TRUE(WaitFor([&] { return OwnThreads() <= base_threads; }, absl::Seconds(30)))
@@ -539,6 +588,35 @@ INSTANTIATE_TEST_SUITE_P(InFlightOrIdle, StallReportTest, ::testing::Bool(),
                            return p.param ? "WithCallsInFlight" : "Idle";
                          });
 
+// A call stuck in a stopped libvirtd ends at the server's limit, not the
+// client's: the clients here set no deadline, or one a minute away, so only
+// virtgated can have ended them. The worker is abandoned (GetHostInfo counts
+// it stuck past its deadline), not the RPC; all is well after SIGCONT.
+TEST_F(ResilienceTest, CallStuckInLibvirtEndsAtTheServersLimit) {
+  StartDaemon(true);
+  StartServer({"--max_call_time=1s"});
+  ASSERT_EQ(List(absl::Seconds(5)).code, grpc::StatusCode::OK);
+  daemon_->Pause();
+  for (const bool client_deadline : {false, true}) {
+    SCOPED_TRACE(client_deadline ? "client deadline 60 s" : "no client deadline");
+    grpc::ClientContext ctx;
+    if (client_deadline) ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    v1::ListDomainsResponse response;
+    grpc::Status s = stub_->ListDomains(&ctx, v1::ListDomainsRequest(), &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "--max_call_time")) << s.error_message();
+  }
+  std::optional<v1::HostInfo> info = HostInfo();
+  ASSERT_TRUE(info.has_value());
+  EXPECT_GE(info->connection().stuck_calls(), 1u)
+      << "the libvirt call outlives its RPC: " << info->DebugString();
+  daemon_->Resume();
+  EXPECT_TRUE(WaitFor([&] { return (info = HostInfo()) && info->connection().stuck_calls() == 0; },
+                      absl::Seconds(30)))
+      << info->DebugString();
+  EXPECT_EQ(List(absl::Seconds(5)).code, grpc::StatusCode::OK);
+}
+
 // More concurrent calls than workers + queue while libvirtd cannot answer:
 // exactly the excess is refused, and refused while the others still wait.
 TEST_F(ResilienceTest, SaturatedPoolRefusesExactlyTheExcess) {
@@ -574,6 +652,14 @@ TEST_F(ResilienceTest, SaturatedPoolRefusesExactlyTheExcess) {
     refused += c->status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
   }
   EXPECT_EQ(refused, kCalls - 4);
+  // Health and GetHostInfo answer from memory, not from the full queue: a
+  // saturated pool is busy, not down.
+  grpc::Status health_status;
+  EXPECT_EQ(Serving(absl::Seconds(1), &health_status), true) << health_status.error_message();
+  std::optional<v1::HostInfo> info = HostInfo();
+  ASSERT_TRUE(info.has_value()) << "GetHostInfo must answer while the workers are all taken";
+  EXPECT_TRUE(info->connection().up()) << info->DebugString();
+  EXPECT_EQ(info->connection().calls_in_flight(), 2u) << "both workers are in libvirt";
   daemon_->Resume();
   for (int i = 0; i < 4; ++i) {
     void* tag;
@@ -588,6 +674,57 @@ TEST_F(ResilienceTest, SaturatedPoolRefusesExactlyTheExcess) {
   bool ok;
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+// SIGTERM drains: whoever watches health (gRPC's client-side health
+// checking, proxies) is told NOT_SERVING at once, while a call already in
+// flight (waiting on a stopped libvirtd) still succeeds within
+// --shutdown_grace; then virtgated exits 0.
+TEST_F(ResilienceTest, SigtermSaysNotServingAtOnceAndLetsInFlightCallsFinish) {
+  StartDaemon(true);
+  StartServer({"--shutdown_grace=60s"});
+  ASSERT_EQ(List(absl::Seconds(5)).code, grpc::StatusCode::OK);
+  grpc::ClientContext health_ctx;
+  health_ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> health =
+      health_->Watch(&health_ctx, HealthCheckRequest());
+  HealthCheckResponse update;
+  ASSERT_TRUE(health->Read(&update));
+  ASSERT_EQ(update.status(), HealthCheckResponse::SERVING);
+
+  daemon_->Pause();
+  std::atomic<bool> call_done{false};
+  Timed in_flight;
+  std::thread caller([&] {
+    in_flight = List(absl::Seconds(60));
+    call_done = true;
+  });
+  struct Join {
+    std::thread& t;
+    PrivateLibvirtd* d;
+    ~Join() {
+      d->Resume();
+      if (t.joinable()) t.join();
+    }
+  } join{caller, daemon_.get()};
+  ASSERT_TRUE(WaitFor([&] {
+    std::optional<v1::HostInfo> info = HostInfo();
+    return info && info->connection().calls_in_flight() == 1;
+  }, absl::Seconds(10)));
+
+  ASSERT_EQ(kill(server_->pid(), SIGTERM), 0);
+  ASSERT_TRUE(health->Read(&update)) << "the health watch ended without saying NOT_SERVING";
+  EXPECT_EQ(update.status(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_FALSE(call_done) << "the call in flight must not be cut off";
+  health_ctx.TryCancel();
+
+  daemon_->Resume();
+  caller.join();
+  EXPECT_EQ(in_flight.code, grpc::StatusCode::OK) << in_flight.message;
+  absl::StatusOr<int> status = server_->Terminate(absl::Seconds(30));
+  ASSERT_TRUE(status.ok()) << status.status() << "\n" << LogTail();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+      << cli_test::DescribeWaitStatus(*status);
 }
 
 // SIGTERM while libvirtd is stopped, with watches open and calls stuck in
