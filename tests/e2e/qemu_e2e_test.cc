@@ -649,7 +649,6 @@ TEST_F(QemuE2eTest, GetOfStoppedQemuIsStaleThenBusy) {
         ASSERT_TRUE(server_->stub()->GetHostInfo(&ctx, v1::GetHostInfoRequest(), &info).ok());
         EXPECT_THAT(info.connection().busy_domains(), ::testing::ElementsAre(stuck_uuid))
             << info.DebugString();
-        EXPECT_GT(info.connection().stuck_calls(), 0u) << info.DebugString();
       } else {
         // Busy: answered from the cache, no stats call made for it.
         EXPECT_EQ(calls.count(344), 0u) << "asked libvirt again: " << DescribeCalls(calls);
