@@ -2,9 +2,10 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <sys/stat.h>
 
-#include <arpa/inet.h>
-
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -25,13 +26,13 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
-    const Server::Options& o) {
+    const Server::Options& o, const ListenAddress& listen) {
   const bool tls = !o.tls_cert_file.empty() || !o.tls_key_file.empty();
   if (!tls) {
     if (!o.tls_client_ca_file.empty()) {
       return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
     }
-    if (!IsLoopbackOrUnix(o.listen) && !o.insecure) {
+    if (!listen.loopback && !o.insecure) {
       return absl::InvalidArgumentError(absl::StrCat(
           "refusing to serve plaintext on non-loopback address ", o.listen,
           ": give --tls_cert and --tls_key, or --insecure to accept the risk"));
@@ -97,24 +98,18 @@ LifecycleFeed::Options FeedOptions(const Server::Options& o) {
 }  // namespace
 
 bool IsLoopbackOrUnix(const std::string& listen) {
-  if (absl::StartsWith(listen, "unix:")) return true;
-  absl::string_view host = listen;
-  if (absl::StartsWith(host, "[")) {
-    return absl::StartsWith(host, "[::1]");
-  }
-  host = host.substr(0, host.rfind(':'));
-  if (host == "localhost") return true;
-  // Only a literal 127.0.0.0/8 address: "127.example.com" is a name.
-  in_addr addr;
-  return inet_pton(AF_INET, std::string(host).c_str(), &addr) == 1 &&
-         (ntohl(addr.s_addr) >> 24) == 127;
+  absl::StatusOr<ListenAddress> parsed = ParseListenAddress(listen);
+  return parsed.ok() && parsed->loopback;
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options);
+  absl::StatusOr<ListenAddress> listen = ParseListenAddress(options.listen);
+  if (!listen.ok()) return listen.status();
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options, *listen);
   if (!creds.ok()) return creds.status();
   std::unique_ptr<Server> server(new Server(std::move(options)));
+  server->listen_ = *std::move(listen);
   const Options& o = server->options_;
 
   server->workers_ = std::make_unique<WorkerPool>(
@@ -173,9 +168,13 @@ void Server::WaitForLibvirt() {
 absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (absl::Status s = PrepareListener(listen_); !s.ok()) return s;
   grpc::ServerBuilder builder;
   int selected_port = 0;
   builder.AddListeningPort(options_.listen, credentials, &selected_port);
+  // A port another process listens on is an error, not shared between the
+  // two (gRPC's default, SO_REUSEPORT, would split calls between them).
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Watches are long and often idle: let clients keep them alive with HTTP/2
   // pings (every 10 s at most) to find half-open connections.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
@@ -185,12 +184,15 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   if (!grpc_server_ || selected_port == 0) {
     grpc_server_.reset();
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.listen,
-                     " (address in use, bad address, or no permission)"));
+        absl::StrCat("cannot listen on ", options_.listen, ": ", DiagnoseListenFailure(listen_)));
   }
   port_ = selected_port;
-  if (absl::StartsWith(options_.listen, "unix:")) {
+  if (listen_.unix_socket) {
     address_ = options_.listen;
+    // Owner and group may connect (a unix socket needs write permission).
+    if (chmod(listen_.path.c_str(), 0660) != 0) {
+      LogWarning("chmod 0660 ", listen_.path, ": ", std::strerror(errno));
+    }
   } else {
     address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')), ":",
                             selected_port);

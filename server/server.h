@@ -28,6 +28,7 @@
 #include "server/reads/libvirt_lister.h"
 #include "server/rpc/health_reporter.h"
 #include "server/rpc/hypervisor_service.h"
+#include "server/rpc/listen_address.h"
 #include "server/state/availability.h"
 #include "server/state/domain_cache.h"
 #include "server/state/event_hub.h"
@@ -102,6 +103,7 @@ class Server {
   void StopLibvirt(absl::Time deadline);
 
   const Options options_;
+  ListenAddress listen_;
   std::string address_;
   int port_ = 0;
   std::shared_ptr<Availability> availability_ = std::make_shared<Availability>();

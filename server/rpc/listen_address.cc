@@ -1,0 +1,175 @@
+#include "server/rpc/listen_address.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace virtgate {
+namespace {
+
+constexpr char kForms[] = "want HOST:PORT, [IPV6]:PORT or unix:/ABSOLUTE/PATH";
+
+absl::Status Bad(const std::string& text, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat("--listen \"", absl::CEscape(text), "\": ", why));
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6;
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+absl::StatusOr<ListenAddress> ParseUnix(const std::string& text) {
+  ListenAddress a;
+  a.text = text;
+  a.unix_socket = true;
+  a.loopback = true;
+  a.path = text.substr(5);
+  if (a.path.empty() || a.path[0] != '/') {
+    return Bad(text, "a unix socket needs an absolute path (unix:/run/virtgate/virtgate.sock)");
+  }
+  if (a.path.find('\0') != std::string::npos) return Bad(text, "the path contains a NUL byte");
+  if (a.path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return Bad(text, absl::StrCat("a unix socket path is at most ",
+                                  sizeof(sockaddr_un{}.sun_path) - 1, " bytes"));
+  }
+  return a;
+}
+
+// A socket address for a bind of our own; false if the host does not resolve.
+bool Resolve(const ListenAddress& a, sockaddr_storage* out, socklen_t* len, std::string* why) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const int rc = getaddrinfo(a.host.c_str(), std::to_string(a.port).c_str(), &hints, &found);
+  if (rc != 0 || found == nullptr) {
+    *why = absl::StrCat("cannot resolve ", a.host, ": ", gai_strerror(rc));
+    return false;
+  }
+  std::memcpy(out, found->ai_addr, found->ai_addrlen);
+  *len = found->ai_addrlen;
+  freeaddrinfo(found);
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
+  if (absl::StartsWith(text, "unix:")) return ParseUnix(text);
+  if (text.empty()) return Bad(text, kForms);
+  ListenAddress a;
+  a.text = text;
+  std::string port;
+  if (text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return Bad(text, kForms);
+    }
+    a.host = text.substr(1, close - 1);
+    in6_addr v6;
+    if (inet_pton(AF_INET6, a.host.c_str(), &v6) != 1) {
+      return Bad(text, absl::StrCat("\"", absl::CEscape(a.host), "\" is not an IPv6 address"));
+    }
+    port = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos) return Bad(text, kForms);
+    a.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (a.host.empty()) return Bad(text, "no host (0.0.0.0 or [::] for every address)");
+    if (a.host.find(':') != std::string::npos) {
+      return Bad(text, "an IPv6 address goes in brackets: [::1]:50051");
+    }
+    for (char c : a.host) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') {
+        return Bad(text, absl::StrCat("\"", absl::CEscape(a.host), "\" is not a host name or address"));
+      }
+    }
+  }
+  if (port.empty() || !std::all_of(port.begin(), port.end(),
+                                   [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); }) ||
+      !absl::SimpleAtoi(port, &a.port) || a.port > 65535) {
+    return Bad(text, absl::StrCat("port \"", absl::CEscape(port),
+                                  "\" is not a number from 0 to 65535 (0: any free port)"));
+  }
+  a.loopback = IsLoopbackHost(a.host);
+  return a;
+}
+
+absl::Status PrepareListener(const ListenAddress& a) {
+  if (!a.unix_socket) return absl::OkStatus();
+  struct stat st {};
+  if (lstat(a.path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot listen on ", a.text, ": ", std::strerror(errno)));
+  }
+  if (S_ISLNK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to listen on ", a.text, ": it is a symbolic link; give the real path"));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to listen on ", a.text, ": a file that is not a socket is in the way"));
+  }
+  // A socket: live (another server answers) or left by one that died.
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, a.path.data(), a.path.size());
+  const bool answers = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  const int connect_errno = errno;
+  close(fd);
+  if (answers || connect_errno != ECONNREFUSED) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to listen on ", a.text, ": ",
+        answers ? "another server is listening there" : std::strerror(connect_errno)));
+  }
+  if (unlink(a.path.c_str()) != 0 && errno != ENOENT) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot remove the stale socket ", a.path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+std::string DiagnoseListenFailure(const ListenAddress& a) {
+  if (a.unix_socket) {
+    const std::string dir = a.path.substr(0, a.path.rfind('/'));
+    if (!dir.empty() && access(dir.c_str(), W_OK | X_OK) != 0) {
+      return absl::StrCat("directory ", dir, ": ", std::strerror(errno));
+    }
+    return "bind failed";
+  }
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  std::string why;
+  if (!Resolve(a, &addr, &len, &why)) return why;
+  const int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::strerror(errno);
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as gRPC does
+  why = bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0
+            ? "bind failed"
+            : (errno == EADDRINUSE ? "address in use" : std::strerror(errno));
+  close(fd);
+  return why;
+}
+
+}  // namespace virtgate

@@ -1,0 +1,42 @@
+// ListenAddress: --listen parsed and checked once, before anything binds.
+//
+// gRPC accepts more than we mean to serve on, and says little when it
+// cannot: a port above 65535 wraps, "unix:" binds an abstract socket named
+// by NUL bytes, a port already taken is shared silently (SO_REUSEPORT, which
+// virtgated turns off), and a second server on a unix socket path deletes
+// the first one's live socket. Here each is refused with a message that
+// names the problem, and a unix socket is only ever replaced when nothing
+// answers on it.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace virtgate {
+
+struct ListenAddress {
+  // "HOST:PORT", "[IPV6]:PORT" or "unix:/ABSOLUTE/PATH", as given.
+  std::string text;
+  bool unix_socket = false;
+  std::string host;  // without brackets; empty for a unix socket
+  int port = 0;      // 0: any free port
+  std::string path;  // the unix socket's path
+  // 127.0.0.0/8 or ::1 literals, "localhost", or a unix socket.
+  bool loopback = false;
+};
+
+// INVALID_ARGUMENT, naming what is wrong, for anything else.
+absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text);
+
+// Before gRPC binds a unix socket: a socket file nothing answers on (left by
+// a server that died) is removed; a live one, a symlink or any other file is
+// refused (FAILED_PRECONDITION). Nothing to do for TCP.
+absl::Status PrepareListener(const ListenAddress& address);
+
+// After gRPC could not listen: why, from a bind of our own ("address in
+// use", "permission denied", "cannot resolve"...).
+std::string DiagnoseListenFailure(const ListenAddress& address);
+
+}  // namespace virtgate
