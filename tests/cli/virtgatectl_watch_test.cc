@@ -48,26 +48,33 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "cli_test_support.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/child_process.h"
+#include "tests/support/command.h"
+#include "tests/support/files.h"
+#include "tests/support/private_libvirtd.h"
+#include "tests/support/server_process.h"
+#include "tests/support/wait_for.h"
 #include "virtgate/client.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
 namespace {
 
-using cli_test::CommandResult;
-using cli_test::DescribeWaitStatus;
-using cli_test::kProcessDeadline;
-using cli_test::kStartDeadline;
-using cli_test::Run;
-using cli_test::RunCtl;
-using cli_test::ServerProcess;
-using cli_test::Spawn;
-using cli_test::TempDir;
-using cli_test::WaitFor;
-using cli_test::WaitForExit;
+using testing::ChildOptions;
+using testing::CommandResult;
+using testing::DescribeWaitStatus;
+using testing::kProcessDeadline;
+using testing::kStartDeadline;
+using testing::PrivateLibvirtd;
+using testing::RunCtl;
+using testing::ServerProcess;
+using testing::SpawnChild;
+using testing::TempDir;
+using testing::VirtgatectlPath;
+using testing::WaitFor;
+using testing::WaitForExit;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -87,102 +94,6 @@ constexpr char kFence[] = "fence";
 constexpr absl::Duration kProbeRound = absl::Milliseconds(300);
 // Waits for something that is certain to happen soon.
 constexpr absl::Duration kEventDeadline = absl::Seconds(20);
-
-// A libvirtd of our own: test driver only (no driver modules are loaded),
-// unix socket in a private directory, no authentication.
-class PrivateLibvirtd {
- public:
-  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start() {
-    std::unique_ptr<PrivateLibvirtd> d(new PrivateLibvirtd());
-    const std::string& dir = d->dir_.path();
-    if (dir.empty()) return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-    std::error_code error;
-    std::filesystem::create_directory(dir + "/sock", error);
-    if (!error) std::filesystem::create_directory(dir + "/drivers", error);
-    if (error) return absl::InternalError(absl::StrCat("mkdir in ", dir, ": ", error.message()));
-    const std::string conf = dir + "/libvirtd.conf";
-    {
-      std::ofstream out(conf);
-      out << "unix_sock_dir = \"" << dir << "/sock\"\n"
-          << "auth_unix_rw = \"none\"\n"
-          << "auth_unix_ro = \"none\"\n"
-          << "listen_tcp = 0\n"
-          << "listen_tls = 0\n";
-      if (!out) return absl::InternalError(absl::StrCat("cannot write ", conf));
-    }
-    d->uri_ = absl::StrCat("test+unix:///default?socket=", dir, "/sock/libvirt-sock");
-    d->log_path_ = dir + "/libvirtd.log";
-    const int log_fd = open(d->log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0) return absl::InternalError(absl::StrCat("open log: ", std::strerror(errno)));
-    absl::StatusOr<pid_t> pid =
-        Spawn({kLibvirtd, "-f", conf, "--pid-file", dir + "/pid"},
-              {absl::StrCat("LIBVIRT_DRIVER_DIR=", dir, "/drivers")},
-              log_fd, log_fd);
-    close(log_fd);
-    if (!pid.ok()) return pid.status();
-    d->pid_ = *pid;
-
-    // Up when virsh can talk to it.
-    const absl::Time deadline = absl::Now() + kStartDeadline;
-    CommandResult last;
-    while (true) {
-      int status = 0;
-      if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
-        d->pid_ = -1;
-        return absl::InternalError(absl::StrCat("libvirtd ended (", DescribeWaitStatus(status),
-                                                "); log:\n", d->Log()));
-      }
-      last = d->Virsh({"list"});
-      if (last.exit_code == 0) return d;
-      if (absl::Now() >= deadline) {
-        return absl::DeadlineExceededError(absl::StrCat("libvirtd did not answer virsh within ",
-                                                        absl::FormatDuration(kStartDeadline),
-                                                        ": ", last.Describe(), "\nlog:\n",
-                                                        d->Log()));
-      }
-      absl::SleepFor(cli_test::kPollInterval);
-    }
-  }
-
-  ~PrivateLibvirtd() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      if (!WaitForExit(pid_, absl::Now() + absl::Seconds(10)).has_value()) {
-        kill(pid_, SIGKILL);
-        WaitForExit(pid_, absl::InfiniteFuture());
-      }
-    }
-    // dir_ goes after this.
-  }
-
-  CommandResult Virsh(std::vector<std::string> args) const {
-    args.insert(args.begin(), {kVirsh, "-q", "-c", uri_});
-    return Run(std::move(args));
-  }
-
-  // Writes a minimal test-driver domain definition; returns its path.
-  std::string WriteDomainXml(const std::string& name, const std::string& uuid = "") const {
-    const std::string path = absl::StrCat(dir_.path(), "/", name, ".xml");
-    std::ofstream out(path);
-    out << "<domain type='test'><name>" << name << "</name>"
-        << (uuid.empty() ? "" : absl::StrCat("<uuid>", uuid, "</uuid>"))
-        << "<memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type>hvm</type></os>"
-           "</domain>\n";
-    return path;
-  }
-
-  const std::string& uri() const { return uri_; }
-  const std::string& dir() const { return dir_.path(); }
-  std::string Log() const { return cli_test::ReadFileOrEmpty(log_path_); }
-
- private:
-  PrivateLibvirtd() = default;
-
-  TempDir dir_;
-  std::string uri_;
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
 
 // What one watch line says, in table or JSON form alike.
 struct Seen {
@@ -277,9 +188,12 @@ class WatchProcess {
       close(out_pipe[1]);
       return absl::InternalError("pipe");
     }
-    args.insert(args.begin(), VIRTGATECTL_PATH);
-    absl::StatusOr<pid_t> pid =
-        Spawn(std::move(args), {}, out_pipe[1], err_pipe[1]);
+    ChildOptions options;
+    options.argv = std::move(args);
+    options.argv.insert(options.argv.begin(), VirtgatectlPath());
+    options.log_fd = out_pipe[1];
+    options.stderr_fd = err_pipe[1];
+    absl::StatusOr<pid_t> pid = SpawnChild(options);
     close(out_pipe[1]);
     close(err_pipe[1]);
     w->out_fd_ = out_pipe[0];
@@ -637,7 +551,7 @@ TEST_F(WatchTest, TablePrintsOneLinePerEventInOrder) {
 
   FullLifecycle("table1");
   EXPECT_THAT(watch->CollectUntilFence(*libvirtd_),
-              testing::ElementsAreArray(FullLifecycleLines("table1")))
+              ::testing::ElementsAreArray(FullLifecycleLines("table1")))
       << watch->Transcript();
 
   const std::optional<int> status = watch->Stop(SIGINT);
@@ -652,7 +566,7 @@ TEST_F(WatchTest, JsonPrintsOneResponsePerLine) {
 
   FullLifecycle("json1");
   EXPECT_THAT(watch->CollectUntilFence(*libvirtd_),
-              testing::ElementsAreArray(FullLifecycleLines("json1")))
+              ::testing::ElementsAreArray(FullLifecycleLines("json1")))
       << watch->Transcript();
 
   // SIGTERM ends it as cleanly as SIGINT.
@@ -715,7 +629,7 @@ TEST_F(WatchTest, InitialPrintsCurrentStatesThenSyncedThenEvents) {
     before_synced.push_back(absl::StrCat(seen->domain, " ", seen->what));
   }
   ASSERT_TRUE(synced) << watch->Transcript();
-  EXPECT_THAT(before_synced, testing::UnorderedElementsAre("init1 INITIAL shutoff",
+  EXPECT_THAT(before_synced, ::testing::UnorderedElementsAre("init1 INITIAL shutoff",
                                                            "fence INITIAL shutoff"));
   // Synced came, so the watch is live: events follow.
   Virsh({"start", "init1"});

@@ -1,4 +1,4 @@
-#include "tests/e2e/libvirt_direct.h"
+#include "tests/support/libvirt_direct.h"
 
 #include <libvirt/virterror.h>
 
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/libvirt/handles.h"
 
-namespace virtgate::e2e {
+namespace virtgate::testing {
 
 absl::Status EnsureEventLoop() {
   static std::once_flag once;
@@ -103,4 +103,4 @@ bool DirectEvents::WaitForEvent(const std::function<bool(const Event&)>& pred,
   return mu_.AwaitWithTimeout(absl::Condition(&found), timeout);
 }
 
-}  // namespace virtgate::e2e
+}  // namespace virtgate::testing
