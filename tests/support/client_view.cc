@@ -57,7 +57,10 @@ std::string ClientView::Apply(const v1::WatchLifecycleResponse& m) {
 
 std::string ClientView::ApplyEvent(const v1::LifecycleEvent& e) {
   if (e.synthetic()) ++synthetic_;
-  Domain& d = domains_[e.domain_uuid()];  // unknown: inactive
+  // A domain the view has not heard of is shut off (or does not exist).
+  Domain unknown;
+  unknown.state = VIR_DOMAIN_SHUTOFF;
+  Domain& d = domains_.try_emplace(e.domain_uuid(), unknown).first->second;
   d.name = e.domain_name();
   const bool active = Active(d.state);
   if (d.starting && e.type() != v1::LIFECYCLE_EVENT_TYPE_STARTED) {
