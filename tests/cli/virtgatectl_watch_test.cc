@@ -62,6 +62,7 @@
 namespace virtgate {
 namespace {
 
+using testing::CapturedChild;
 using testing::ChildOptions;
 using testing::CommandResult;
 using testing::DescribeWaitStatus;
@@ -70,11 +71,9 @@ using testing::kStartDeadline;
 using testing::PrivateLibvirtd;
 using testing::RunCtl;
 using testing::ServerProcess;
-using testing::SpawnChild;
 using testing::TempDir;
 using testing::VirtgatectlPath;
 using testing::WaitFor;
-using testing::WaitForExit;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -180,51 +179,29 @@ class WatchProcess {
                                                              bool json) {
     std::unique_ptr<WatchProcess> w(new WatchProcess());
     w->json_ = json;
-    int out_pipe[2];
-    int err_pipe[2];
-    if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError("pipe");
-    if (pipe2(err_pipe, O_CLOEXEC) != 0) {
-      close(out_pipe[0]);
-      close(out_pipe[1]);
-      return absl::InternalError("pipe");
-    }
     ChildOptions options;
     options.argv = std::move(args);
     options.argv.insert(options.argv.begin(), VirtgatectlPath());
-    options.log_fd = out_pipe[1];
-    options.stderr_fd = err_pipe[1];
-    absl::StatusOr<pid_t> pid = SpawnChild(options);
-    close(out_pipe[1]);
-    close(err_pipe[1]);
-    w->out_fd_ = out_pipe[0];
-    w->err_fd_ = err_pipe[0];
-    if (!pid.ok()) return pid.status();
-    w->pid_ = *pid;
+    absl::StatusOr<std::unique_ptr<CapturedChild>> child = CapturedChild::Start(options);
+    if (!child.ok()) return child.status();
+    w->child_ = *std::move(child);
     return w;
-  }
-
-  ~WatchProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      WaitForExit(pid_, absl::InfiniteFuture());
-    }
-    if (out_fd_ >= 0) close(out_fd_);
-    if (err_fd_ >= 0) close(err_fd_);
   }
 
   // The next stdout line, parsed; nullopt at `deadline` or end of output.
   std::optional<Seen> Next(absl::Time deadline) {
     while (true) {
-      const size_t newline = out_.find('\n');
+      std::string& out = child_->out();
+      const size_t newline = out.find('\n');
       if (newline != std::string::npos) {
-        std::string line = out_.substr(0, newline);
-        out_.erase(0, newline + 1);
+        std::string line = out.substr(0, newline);
+        out.erase(0, newline + 1);
         lines_.push_back(line);
         std::optional<Seen> seen = json_ ? ParseJsonLine(line) : ParseTableLine(line);
         if (seen.has_value()) return seen;
         continue;
       }
-      if (out_fd_ < 0 || !ReadSome(deadline)) return std::nullopt;
+      if (!child_->stdout_open() || !child_->ReadSome(deadline)) return std::nullopt;
     }
   }
 
@@ -264,75 +241,31 @@ class WatchProcess {
     return out;
   }
 
-  bool Running() {
-    if (pid_ <= 0) return false;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      ended_status_ = status;
-      return false;
-    }
-    return true;
-  }
+  bool Running() { return child_->Running(); }
 
   // Sends `signal` and waits for the exit; the wait status, or nullopt if
   // it did not exit in time. Reads what is left of stdout and stderr.
   std::optional<int> Stop(int signal) {
-    if (Running()) {
-      kill(pid_, signal);
-      ended_status_ = WaitForExit(pid_, absl::Now() + kProcessDeadline);
-      if (!ended_status_.has_value()) return std::nullopt;
-      pid_ = -1;
+    if (Running() && !child_->Stop(signal, absl::Now() + kProcessDeadline).has_value()) {
+      return std::nullopt;
     }
-    const absl::Time deadline = absl::Now() + kProcessDeadline;
-    while (out_fd_ >= 0 || err_fd_ >= 0) {
-      if (!ReadSome(deadline)) break;
-    }
-    return ended_status_;
+    child_->ReadToEnd(absl::Now() + kProcessDeadline);
+    return child_->exit_status();
   }
 
   // Unread stdout (after Stop: everything printed after the last Next).
-  const std::string& rest() const { return out_; }
-  const std::string& err() const { return err_; }
+  const std::string& rest() const { return child_->out(); }
+  const std::string& err() const { return child_->err(); }
   std::string Transcript() const {
-    return absl::StrCat("stdout lines so far:\n", absl::StrJoin(lines_, "\n"), "\n", out_,
-                        "--- stderr:\n", err_);
+    return absl::StrCat("stdout lines so far:\n", absl::StrJoin(lines_, "\n"), "\n",
+                        child_->out(), "--- stderr:\n", child_->err());
   }
 
  private:
   WatchProcess() = default;
 
-  // Waits for output until `deadline` and appends it; false on timeout or
-  // when both pipes are closed.
-  bool ReadSome(absl::Time deadline) {
-    pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
-    const int64_t ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()));
-    const int ready = poll(fds, 2, static_cast<int>(std::min<int64_t>(ms, 1 << 30)));
-    if (ready < 0 && errno == EINTR) return true;
-    if (ready <= 0) return false;
-    int* fd_of[2] = {&out_fd_, &err_fd_};
-    std::string* sink[2] = {&out_, &err_};
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        sink[i]->append(buffer, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(*fd_of[i]);
-        *fd_of[i] = -1;
-      }
-    }
-    return out_fd_ >= 0 || err_fd_ >= 0;
-  }
-
   bool json_ = false;
-  pid_t pid_ = -1;
-  std::optional<int> ended_status_;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  std::string out_;
-  std::string err_;
+  std::unique_ptr<CapturedChild> child_;
   std::vector<std::string> lines_;
 };
 
