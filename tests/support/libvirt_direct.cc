@@ -41,9 +41,10 @@ absl::Status LastError(absl::string_view what) {
 }
 
 absl::StatusOr<std::map<std::string, Truth>> GroundTruth(virConnectPtr conn,
-                                                         const std::string& prefix) {
+                                                         const std::string& prefix,
+                                                         unsigned int flags) {
   virDomainPtr* doms = nullptr;
-  const int n = virConnectListAllDomains(conn, &doms, 0);
+  const int n = virConnectListAllDomains(conn, &doms, flags);
   if (n < 0) return LastError("virConnectListAllDomains");
   std::map<std::string, Truth> out;
   for (DomainHandle& d : AdoptDomainArray(doms, n)) {

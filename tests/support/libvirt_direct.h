@@ -46,9 +46,11 @@ struct Truth {
   }
 };
 // uuid -> Truth for every domain whose name starts with `prefix`, from
-// virConnectListAllDomains and virDomainGetState on `conn`.
+// virConnectListAllDomains (with `flags`) and virDomainGetState on `conn`.
+// A domain undefined between the two is left out.
 absl::StatusOr<std::map<std::string, Truth>> GroundTruth(virConnectPtr conn,
-                                                         const std::string& prefix);
+                                                         const std::string& prefix,
+                                                         unsigned int flags = 0);
 
 // Every lifecycle event libvirt delivers on `conn` (whose connection must
 // outlive it) for domains whose name starts with `prefix`.

@@ -30,19 +30,10 @@ absl::Status DefineDomains(virConnectPtr conn, const std::string& prefix, int co
 
 absl::StatusOr<std::map<std::string, TruthEntry>> GroundTruth(virConnectPtr conn,
                                                               unsigned int flags) {
-  virDomainPtr* doms = nullptr;
-  const int n = virConnectListAllDomains(conn, &doms, flags);
-  if (n < 0) return LastError("virConnectListAllDomains");
+  absl::StatusOr<std::map<std::string, Truth>> all = GroundTruth(conn, "", flags);
+  if (!all.ok()) return all.status();
   std::map<std::string, TruthEntry> out;
-  for (DomainHandle& d : AdoptDomainArray(doms, n)) {
-    char uuid[VIR_UUID_STRING_BUFLEN];
-    virDomainGetUUIDString(d.get(), uuid);
-    int state = 0, reason = 0;
-    if (virDomainGetState(d.get(), &state, &reason, 0) < 0) {
-      return LastError("virDomainGetState");
-    }
-    out[uuid] = {virDomainGetName(d.get()), state};
-  }
+  for (const auto& [uuid, t] : *all) out[uuid] = {t.name, t.state};
   return out;
 }
 

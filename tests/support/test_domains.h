@@ -34,7 +34,8 @@ struct TruthEntry {
   }
 };
 // uuid -> (name, state) for every domain, from virConnectListAllDomains and
-// virDomainGetState on `conn`: what libvirt itself reports.
+// virDomainGetState on `conn`: what libvirt itself reports (the name and
+// state of GroundTruth in libvirt_direct.h).
 absl::StatusOr<std::map<std::string, TruthEntry>> GroundTruth(virConnectPtr conn,
                                                               unsigned int flags = 0);
 
