@@ -190,7 +190,9 @@ class QemuE2eTest : public ::testing::Test {
     bool synced = false;
     for (const auto& m : ms) {
       if (m.has_synced()) synced = true;
-      if (synced && m.has_event() && m.event().domain_name() == name) out.push_back(Describe(m, EventNames::kShort));
+      if (synced && m.has_event() && m.event().domain_name() == name) {
+        out.push_back(Describe(m, EventNames::kShort));
+      }
     }
     return out;
   }
@@ -783,7 +785,9 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
       }
       if (m.has_event() && !absl::StartsWith(m.event().domain_name(), guests_->prefix())) continue;
       if (std::string p = view.Apply(m); !p.empty()) problems.push_back(p);
-      if (m.has_event()) events.push_back(absl::StrCat(m.sequence(), " ", Describe(m, EventNames::kShort)));
+      if (m.has_event()) {
+        events.push_back(absl::StrCat(m.sequence(), " ", Describe(m, EventNames::kShort)));
+      }
     }
     // The requirement: the final view is libvirt's.
     std::map<std::string, int> seen, want;
@@ -893,7 +897,8 @@ TEST_F(QemuE2eTest, UnprivilegedUserReadsAndGroupLibvirtWrites) {
   };
   {
     SCOPED_TRACE("nobody, read-only (qemu:///system, i.e. the -ro socket)");
-    absl::StatusOr<std::unique_ptr<ServerProcess>> v = ServerProcess::Start(as_nobody(false, true));
+    absl::StatusOr<std::unique_ptr<ServerProcess>> v =
+        ServerProcess::Start(as_nobody(false, true));
     ASSERT_TRUE(v.ok()) << v.status();
     std::map<std::string, v1::Domain> listed;
     grpc::Status s = ListOurs(&listed, kCallTimeout, v->get());
@@ -902,7 +907,8 @@ TEST_F(QemuE2eTest, UnprivilegedUserReadsAndGroupLibvirtWrites) {
   }
   {
     SCOPED_TRACE("nobody, read-write, not in group libvirt");
-    absl::StatusOr<std::unique_ptr<ServerProcess>> v = ServerProcess::Start(as_nobody(false, false));
+    absl::StatusOr<std::unique_ptr<ServerProcess>> v =
+        ServerProcess::Start(as_nobody(false, false));
     ASSERT_TRUE(v.ok()) << v.status();
     EXPECT_EQ((*v)->HealthStatus(), "NOT_SERVING");
     v1::HostInfo info;
@@ -912,7 +918,8 @@ TEST_F(QemuE2eTest, UnprivilegedUserReadsAndGroupLibvirtWrites) {
   }
   {
     SCOPED_TRACE("nobody in group libvirt, read-write");
-    absl::StatusOr<std::unique_ptr<ServerProcess>> v = ServerProcess::Start(as_nobody(true, false));
+    absl::StatusOr<std::unique_ptr<ServerProcess>> v =
+        ServerProcess::Start(as_nobody(true, false));
     ASSERT_TRUE(v.ok()) << v.status();
     v1::HostInfo info;
     ASSERT_TRUE(host_info(v->get(), &info).ok());

@@ -123,7 +123,9 @@ std::vector<std::string> ClientView::DiffFrom(
                                  " in the view, not in libvirt"));
   }
   for (const auto& [uuid, d] : domains_) {
-    if (d.starting) diffs.push_back(absl::StrCat(d.name, ": RESUMED while inactive, never STARTED"));
+    if (d.starting) {
+      diffs.push_back(absl::StrCat(d.name, ": RESUMED while inactive, never STARTED"));
+    }
   }
   return diffs;
 }
