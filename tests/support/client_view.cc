@@ -62,11 +62,17 @@ std::string ClientView::ApplyEvent(const v1::LifecycleEvent& e) {
   unknown.state = VIR_DOMAIN_SHUTOFF;
   Domain& d = domains_.try_emplace(e.domain_uuid(), unknown).first->second;
   d.name = e.domain_name();
-  const bool active = Active(d.state);
   if (d.starting && e.type() != v1::LIFECYCLE_EVENT_TYPE_STARTED) {
     d.starting = false;
-    return "RESUMED while inactive, and not followed by STARTED";
+    const std::string also = ApplyTransition(e, d);
+    return absl::StrCat("RESUMED while inactive, and not followed by STARTED",
+                        also.empty() ? "" : "; ", also);
   }
+  return ApplyTransition(e, d);
+}
+
+std::string ClientView::ApplyTransition(const v1::LifecycleEvent& e, Domain& d) {
+  const bool active = Active(d.state);
   switch (e.type()) {
     case v1::LIFECYCLE_EVENT_TYPE_DEFINED:
       d.persistent = true;

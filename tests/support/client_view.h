@@ -64,6 +64,9 @@ class ClientView {
 
  private:
   std::string ApplyEvent(const v1::LifecycleEvent& e);
+  // The event's change to `d` (an entry of domains_, which it may erase);
+  // a problem, or empty.
+  std::string ApplyTransition(const v1::LifecycleEvent& e, Domain& d);
 
   std::map<std::string, Domain> domains_;  // by uuid
   bool synced_ = false;
