@@ -5,10 +5,10 @@
 
 #include <benchmark/benchmark.h>
 
-#include <algorithm>
 #include <chrono>
-#include <cstddef>
 #include <vector>
+
+#include "tests/support/percentile.h"
 
 namespace virtgate::bench {
 
@@ -20,10 +20,8 @@ class Latencies {
   // Sets p50_ms and p99_ms; nothing if no iteration was timed.
   void Report(benchmark::State& state) {
     if (ms_.empty()) return;
-    std::sort(ms_.begin(), ms_.end());
-    auto at = [&](double q) { return ms_[std::min(ms_.size() - 1, size_t(q * ms_.size()))]; };
-    state.counters["p50_ms"] = at(0.50);
-    state.counters["p99_ms"] = at(0.99);
+    state.counters["p50_ms"] = testing::Percentile(ms_, 0.50);
+    state.counters["p99_ms"] = testing::Percentile(ms_, 0.99);
   }
 
  private:

@@ -38,8 +38,9 @@
 #include "server/server.h"
 #include "tests/bench/latencies.h"
 #include "tests/bench/wrong_result.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/private_libvirtd.h"
 #include "tests/support/test_domains.h"
+#include "tests/support/wait_for.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate {

@@ -36,15 +36,21 @@
 #include "tests/bench/direct_listing.h"
 #include "tests/bench/wrong_result.h"
 #include "tests/bench/latencies.h"
-#include "tests/e2e/libvirt_direct.h"
 #include "tests/e2e/qemu_guests.h"
 #include "tests/e2e/system_libvirtd.h"
-#include "tests/e2e/virtgated_process.h"
+#include "tests/support/libvirt_direct.h"
+#include "tests/support/server_process.h"
 #include "tests/support/skips.h"
+#include "tests/support/wait_for.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate::e2e {
 namespace {
+
+using testing::DeadlineIn;
+using testing::LastError;
+using testing::ServerProcess;
+using testing::WaitFor;
 
 constexpr int kGuests = 20;
 constexpr unsigned int kGroups = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL |
@@ -54,7 +60,7 @@ struct Rig {
   // Torn down in reverse: virtgated, the guests, then the daemon (if ours).
   std::unique_ptr<SystemLibvirtd> host;
   std::unique_ptr<GuestSet> guests;
-  std::unique_ptr<Virtgated> server;
+  std::unique_ptr<ServerProcess> server;
   ConnectHandle direct;  // read-only, like virtgated's
   int domains = 0;       // on the host, ours included
   std::string skip;      // the machine cannot run QEMU guests
@@ -93,7 +99,8 @@ void Prepare(Rig* r) {
       return;
     }
   }
-  absl::StatusOr<std::unique_ptr<Virtgated>> server = Virtgated::Start();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(SystemServerConfig());
   if (!server.ok()) {
     r->error = server.status().ToString();
     return;
@@ -127,7 +134,7 @@ void Prepare(Rig* r) {
   absl::Time last_at = absl::Now();
   const absl::Time settle_start = last_at;
   double cores = 0;
-  const bool settled = WaitUntil(
+  const bool settled = WaitFor(
       [&] {
         if (absl::Now() - last_at < absl::Seconds(1)) return false;
         const uint64_t now = cpu_ns();

@@ -18,8 +18,10 @@
 #include "server/libvirt/handles.h"
 #include "server/server.h"
 #include "tests/bench/wrong_result.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/percentile.h"
+#include "tests/support/private_libvirtd.h"
 #include "tests/support/test_domains.h"
+#include "tests/support/wait_for.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate {
@@ -55,11 +57,7 @@ class Recorder {
   }
   void Report(benchmark::State& state) {
     absl::MutexLock lock(&mu_);
-    auto pct = [](std::vector<double> v, double q) {
-      if (v.empty()) return 0.0;
-      std::sort(v.begin(), v.end());
-      return v[std::min(v.size() - 1, size_t(q * v.size()))];
-    };
+    const auto pct = testing::Percentile;
     state.counters["watch_p50_us"] = pct(watch_us_, 0.5);
     state.counters["watch_p99_us"] = pct(watch_us_, 0.99);
     state.counters["direct_p50_us"] = pct(direct_us_, 0.5);

@@ -6,7 +6,7 @@
 // on: reflection (what grpcurl lists) and exit 0 on SIGTERM.
 //
 // Readiness and exits are waited for as conditions with deadlines, never
-// with fixed sleeps (see cli_test_support.h).
+// with fixed sleeps (see tests/support/server_process.h).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -36,7 +36,10 @@
 #include "gmock/gmock.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
-#include "cli_test_support.h"
+#include "tests/support/child_process.h"
+#include "tests/support/command.h"
+#include "tests/support/files.h"
+#include "tests/support/server_process.h"
 #include "virtgate/client.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
@@ -54,11 +57,11 @@ using ::testing::StartsWith;
 constexpr char kTestDomain[] = "test";
 constexpr char kTestUuid[] = "6695eb01-f6a4-8304-79aa-97f2502e193f";
 
-using cli_test::CommandResult;
-using cli_test::DescribeWaitStatus;
-using cli_test::RunCtl;
-using cli_test::ServerProcess;
-using cli_test::TempDir;
+using testing::CommandResult;
+using testing::DescribeWaitStatus;
+using testing::RunCtl;
+using testing::ServerProcess;
+using testing::TempDir;
 
 // The rows of a `list` table, each split into its columns.
 std::vector<std::vector<std::string>> TableRows(const std::string& table) {
@@ -137,8 +140,8 @@ TEST_F(VirtgatectlTest, ListPrintsTableWithRunningTestDomain) {
   }
   ASSERT_NE(test_row, nullptr) << r.out;
   // MEMORY is "<number> <unit>", so the row splits into seven words.
-  EXPECT_THAT(*test_row, ElementsAre(kTestDomain, kTestUuid, testing::_, "running", testing::_,
-                                     testing::_, testing::EndsWith("iB")))
+  EXPECT_THAT(*test_row, ElementsAre(kTestDomain, kTestUuid, ::testing::_, "running", ::testing::_,
+                                     ::testing::_, ::testing::EndsWith("iB")))
       << r.out;
 }
 
@@ -176,11 +179,11 @@ TEST_F(VirtgatectlTest, ListFiltersReachTheServer) {
 
   r = Ctl({"list", "--inactive"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  EXPECT_THAT(names(r), testing::Not(Contains(kTestDomain)));
+  EXPECT_THAT(names(r), ::testing::Not(Contains(kTestDomain)));
 
   r = Ctl({"list", "--state", "shutoff", "--state", "paused"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  EXPECT_THAT(names(r), testing::Not(Contains(kTestDomain)));
+  EXPECT_THAT(names(r), ::testing::Not(Contains(kTestDomain)));
 }
 
 // `list` walks every page: a server on libvirt's test driver loaded from a

@@ -48,26 +48,32 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "cli_test_support.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/child_process.h"
+#include "tests/support/command.h"
+#include "tests/support/files.h"
+#include "tests/support/private_libvirtd.h"
+#include "tests/support/server_process.h"
+#include "tests/support/wait_for.h"
 #include "virtgate/client.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
 namespace {
 
-using cli_test::CommandResult;
-using cli_test::DescribeWaitStatus;
-using cli_test::kProcessDeadline;
-using cli_test::kStartDeadline;
-using cli_test::Run;
-using cli_test::RunCtl;
-using cli_test::ServerProcess;
-using cli_test::Spawn;
-using cli_test::TempDir;
-using cli_test::WaitFor;
-using cli_test::WaitForExit;
+using testing::CapturedChild;
+using testing::ChildOptions;
+using testing::CommandResult;
+using testing::DescribeWaitStatus;
+using testing::kProcessDeadline;
+using testing::kStartDeadline;
+using testing::PrivateLibvirtd;
+using testing::RunCtl;
+using testing::ServerProcess;
+using testing::TempDir;
+using testing::VirtgatectlPath;
+using testing::WaitFor;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -87,102 +93,6 @@ constexpr char kFence[] = "fence";
 constexpr absl::Duration kProbeRound = absl::Milliseconds(300);
 // Waits for something that is certain to happen soon.
 constexpr absl::Duration kEventDeadline = absl::Seconds(20);
-
-// A libvirtd of our own: test driver only (no driver modules are loaded),
-// unix socket in a private directory, no authentication.
-class PrivateLibvirtd {
- public:
-  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start() {
-    std::unique_ptr<PrivateLibvirtd> d(new PrivateLibvirtd());
-    const std::string& dir = d->dir_.path();
-    if (dir.empty()) return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-    std::error_code error;
-    std::filesystem::create_directory(dir + "/sock", error);
-    if (!error) std::filesystem::create_directory(dir + "/drivers", error);
-    if (error) return absl::InternalError(absl::StrCat("mkdir in ", dir, ": ", error.message()));
-    const std::string conf = dir + "/libvirtd.conf";
-    {
-      std::ofstream out(conf);
-      out << "unix_sock_dir = \"" << dir << "/sock\"\n"
-          << "auth_unix_rw = \"none\"\n"
-          << "auth_unix_ro = \"none\"\n"
-          << "listen_tcp = 0\n"
-          << "listen_tls = 0\n";
-      if (!out) return absl::InternalError(absl::StrCat("cannot write ", conf));
-    }
-    d->uri_ = absl::StrCat("test+unix:///default?socket=", dir, "/sock/libvirt-sock");
-    d->log_path_ = dir + "/libvirtd.log";
-    const int log_fd = open(d->log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0) return absl::InternalError(absl::StrCat("open log: ", std::strerror(errno)));
-    absl::StatusOr<pid_t> pid =
-        Spawn({kLibvirtd, "-f", conf, "--pid-file", dir + "/pid"},
-              {absl::StrCat("LIBVIRT_DRIVER_DIR=", dir, "/drivers")},
-              log_fd, log_fd);
-    close(log_fd);
-    if (!pid.ok()) return pid.status();
-    d->pid_ = *pid;
-
-    // Up when virsh can talk to it.
-    const absl::Time deadline = absl::Now() + kStartDeadline;
-    CommandResult last;
-    while (true) {
-      int status = 0;
-      if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
-        d->pid_ = -1;
-        return absl::InternalError(absl::StrCat("libvirtd ended (", DescribeWaitStatus(status),
-                                                "); log:\n", d->Log()));
-      }
-      last = d->Virsh({"list"});
-      if (last.exit_code == 0) return d;
-      if (absl::Now() >= deadline) {
-        return absl::DeadlineExceededError(absl::StrCat("libvirtd did not answer virsh within ",
-                                                        absl::FormatDuration(kStartDeadline),
-                                                        ": ", last.Describe(), "\nlog:\n",
-                                                        d->Log()));
-      }
-      absl::SleepFor(cli_test::kPollInterval);
-    }
-  }
-
-  ~PrivateLibvirtd() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      if (!WaitForExit(pid_, absl::Now() + absl::Seconds(10)).has_value()) {
-        kill(pid_, SIGKILL);
-        WaitForExit(pid_, absl::InfiniteFuture());
-      }
-    }
-    // dir_ goes after this.
-  }
-
-  CommandResult Virsh(std::vector<std::string> args) const {
-    args.insert(args.begin(), {kVirsh, "-q", "-c", uri_});
-    return Run(std::move(args));
-  }
-
-  // Writes a minimal test-driver domain definition; returns its path.
-  std::string WriteDomainXml(const std::string& name, const std::string& uuid = "") const {
-    const std::string path = absl::StrCat(dir_.path(), "/", name, ".xml");
-    std::ofstream out(path);
-    out << "<domain type='test'><name>" << name << "</name>"
-        << (uuid.empty() ? "" : absl::StrCat("<uuid>", uuid, "</uuid>"))
-        << "<memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type>hvm</type></os>"
-           "</domain>\n";
-    return path;
-  }
-
-  const std::string& uri() const { return uri_; }
-  const std::string& dir() const { return dir_.path(); }
-  std::string Log() const { return cli_test::ReadFileOrEmpty(log_path_); }
-
- private:
-  PrivateLibvirtd() = default;
-
-  TempDir dir_;
-  std::string uri_;
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
 
 // What one watch line says, in table or JSON form alike.
 struct Seen {
@@ -269,48 +179,29 @@ class WatchProcess {
                                                              bool json) {
     std::unique_ptr<WatchProcess> w(new WatchProcess());
     w->json_ = json;
-    int out_pipe[2];
-    int err_pipe[2];
-    if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError("pipe");
-    if (pipe2(err_pipe, O_CLOEXEC) != 0) {
-      close(out_pipe[0]);
-      close(out_pipe[1]);
-      return absl::InternalError("pipe");
-    }
-    args.insert(args.begin(), VIRTGATECTL_PATH);
-    absl::StatusOr<pid_t> pid =
-        Spawn(std::move(args), {}, out_pipe[1], err_pipe[1]);
-    close(out_pipe[1]);
-    close(err_pipe[1]);
-    w->out_fd_ = out_pipe[0];
-    w->err_fd_ = err_pipe[0];
-    if (!pid.ok()) return pid.status();
-    w->pid_ = *pid;
+    ChildOptions options;
+    options.argv = std::move(args);
+    options.argv.insert(options.argv.begin(), VirtgatectlPath());
+    absl::StatusOr<std::unique_ptr<CapturedChild>> child = CapturedChild::Start(options);
+    if (!child.ok()) return child.status();
+    w->child_ = *std::move(child);
     return w;
-  }
-
-  ~WatchProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      WaitForExit(pid_, absl::InfiniteFuture());
-    }
-    if (out_fd_ >= 0) close(out_fd_);
-    if (err_fd_ >= 0) close(err_fd_);
   }
 
   // The next stdout line, parsed; nullopt at `deadline` or end of output.
   std::optional<Seen> Next(absl::Time deadline) {
     while (true) {
-      const size_t newline = out_.find('\n');
+      std::string& out = child_->out();
+      const size_t newline = out.find('\n');
       if (newline != std::string::npos) {
-        std::string line = out_.substr(0, newline);
-        out_.erase(0, newline + 1);
+        std::string line = out.substr(0, newline);
+        out.erase(0, newline + 1);
         lines_.push_back(line);
         std::optional<Seen> seen = json_ ? ParseJsonLine(line) : ParseTableLine(line);
         if (seen.has_value()) return seen;
         continue;
       }
-      if (out_fd_ < 0 || !ReadSome(deadline)) return std::nullopt;
+      if (!child_->stdout_open() || !child_->ReadSome(deadline)) return std::nullopt;
     }
   }
 
@@ -350,75 +241,31 @@ class WatchProcess {
     return out;
   }
 
-  bool Running() {
-    if (pid_ <= 0) return false;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      ended_status_ = status;
-      return false;
-    }
-    return true;
-  }
+  bool Running() { return child_->Running(); }
 
   // Sends `signal` and waits for the exit; the wait status, or nullopt if
   // it did not exit in time. Reads what is left of stdout and stderr.
   std::optional<int> Stop(int signal) {
-    if (Running()) {
-      kill(pid_, signal);
-      ended_status_ = WaitForExit(pid_, absl::Now() + kProcessDeadline);
-      if (!ended_status_.has_value()) return std::nullopt;
-      pid_ = -1;
+    if (Running() && !child_->Stop(signal, absl::Now() + kProcessDeadline).has_value()) {
+      return std::nullopt;
     }
-    const absl::Time deadline = absl::Now() + kProcessDeadline;
-    while (out_fd_ >= 0 || err_fd_ >= 0) {
-      if (!ReadSome(deadline)) break;
-    }
-    return ended_status_;
+    child_->ReadToEnd(absl::Now() + kProcessDeadline);
+    return child_->exit_status();
   }
 
   // Unread stdout (after Stop: everything printed after the last Next).
-  const std::string& rest() const { return out_; }
-  const std::string& err() const { return err_; }
+  const std::string& rest() const { return child_->out(); }
+  const std::string& err() const { return child_->err(); }
   std::string Transcript() const {
-    return absl::StrCat("stdout lines so far:\n", absl::StrJoin(lines_, "\n"), "\n", out_,
-                        "--- stderr:\n", err_);
+    return absl::StrCat("stdout lines so far:\n", absl::StrJoin(lines_, "\n"), "\n",
+                        child_->out(), "--- stderr:\n", child_->err());
   }
 
  private:
   WatchProcess() = default;
 
-  // Waits for output until `deadline` and appends it; false on timeout or
-  // when both pipes are closed.
-  bool ReadSome(absl::Time deadline) {
-    pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
-    const int64_t ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()));
-    const int ready = poll(fds, 2, static_cast<int>(std::min<int64_t>(ms, 1 << 30)));
-    if (ready < 0 && errno == EINTR) return true;
-    if (ready <= 0) return false;
-    int* fd_of[2] = {&out_fd_, &err_fd_};
-    std::string* sink[2] = {&out_, &err_};
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        sink[i]->append(buffer, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(*fd_of[i]);
-        *fd_of[i] = -1;
-      }
-    }
-    return out_fd_ >= 0 || err_fd_ >= 0;
-  }
-
   bool json_ = false;
-  pid_t pid_ = -1;
-  std::optional<int> ended_status_;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  std::string out_;
-  std::string err_;
+  std::unique_ptr<CapturedChild> child_;
   std::vector<std::string> lines_;
 };
 
@@ -637,7 +484,7 @@ TEST_F(WatchTest, TablePrintsOneLinePerEventInOrder) {
 
   FullLifecycle("table1");
   EXPECT_THAT(watch->CollectUntilFence(*libvirtd_),
-              testing::ElementsAreArray(FullLifecycleLines("table1")))
+              ::testing::ElementsAreArray(FullLifecycleLines("table1")))
       << watch->Transcript();
 
   const std::optional<int> status = watch->Stop(SIGINT);
@@ -652,7 +499,7 @@ TEST_F(WatchTest, JsonPrintsOneResponsePerLine) {
 
   FullLifecycle("json1");
   EXPECT_THAT(watch->CollectUntilFence(*libvirtd_),
-              testing::ElementsAreArray(FullLifecycleLines("json1")))
+              ::testing::ElementsAreArray(FullLifecycleLines("json1")))
       << watch->Transcript();
 
   // SIGTERM ends it as cleanly as SIGINT.
@@ -715,7 +562,7 @@ TEST_F(WatchTest, InitialPrintsCurrentStatesThenSyncedThenEvents) {
     before_synced.push_back(absl::StrCat(seen->domain, " ", seen->what));
   }
   ASSERT_TRUE(synced) << watch->Transcript();
-  EXPECT_THAT(before_synced, testing::UnorderedElementsAre("init1 INITIAL shutoff",
+  EXPECT_THAT(before_synced, ::testing::UnorderedElementsAre("init1 INITIAL shutoff",
                                                            "fence INITIAL shutoff"));
   // Synced came, so the watch is live: events follow.
   Virsh({"start", "init1"});

@@ -42,11 +42,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/libvirt/handles.h"
-#include "tests/e2e/libvirt_direct.h"
 #include "tests/e2e/qemu_guests.h"
 #include "tests/e2e/system_libvirtd.h"
-#include "tests/e2e/virtgated_process.h"
-#include "tests/e2e/watch_stream.h"
+#include "tests/support/client_view.h"
+#include "tests/support/files.h"
+#include "tests/support/libvirt_direct.h"
+#include "tests/support/server_process.h"
+#include "tests/support/wait_for.h"
+#include "tests/support/watch_collector.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate::e2e {
@@ -54,6 +57,19 @@ namespace {
 
 using ::testing::ElementsAreArray;
 using ::testing::IsEmpty;
+using testing::ClientView;
+using testing::DeadlineIn;
+using testing::Describe;
+using testing::DescribeCalls;
+using testing::DirectEvents;
+using testing::EventNames;
+using testing::GroundTruth;
+using testing::ServerProcess;
+using testing::Tail;
+using testing::TotalCalls;
+using testing::Truth;
+using testing::WaitFor;
+using testing::WatchCollector;
 
 constexpr uint64_t kGuestMemoryKib = 32 * 1024;
 
@@ -115,15 +131,15 @@ class QemuE2eTest : public ::testing::Test {
     return names;
   }
 
-  void StartServer(Virtgated::Config config = {}) {
-    absl::StatusOr<std::unique_ptr<Virtgated>> v = Virtgated::Start(std::move(config));
+  void StartServer(ServerProcess::Config config = SystemServerConfig()) {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> v = ServerProcess::Start(std::move(config));
     ASSERT_TRUE(v.ok()) << v.status();
     server_ = *std::move(v);
   }
 
   // Every page of ListDomains, keeping this test's guests, by name.
   grpc::Status ListOurs(std::map<std::string, v1::Domain>* out,
-                        absl::Duration timeout = kCallTimeout, Virtgated* server = nullptr) {
+                        absl::Duration timeout = kCallTimeout, ServerProcess* server = nullptr) {
     if (server == nullptr) server = server_.get();
     out->clear();
     v1::ListDomainsRequest req;
@@ -158,11 +174,11 @@ class QemuE2eTest : public ::testing::Test {
 
   // A watch on `names` (all domains if empty) that has received its
   // `synced` marker, so every later change reaches it.
-  std::unique_ptr<WatchStream> SyncedWatch(const std::vector<std::string>& names) {
+  std::unique_ptr<WatchCollector> SyncedWatch(const std::vector<std::string>& names) {
     v1::WatchLifecycleRequest req;
     req.set_send_initial_state(true);
     for (const std::string& n : names) req.add_domain_names(n);
-    auto w = std::make_unique<WatchStream>(server_->stub(), req);
+    auto w = std::make_unique<WatchCollector>(server_->stub(), req);
     EXPECT_TRUE(w->WaitForMessage([](const auto& m) { return m.has_synced(); }, kEventTimeout))
         << "no synced marker; server log:\n" << Tail(server_->Log());
     return w;
@@ -174,7 +190,9 @@ class QemuE2eTest : public ::testing::Test {
     bool synced = false;
     for (const auto& m : ms) {
       if (m.has_synced()) synced = true;
-      if (synced && m.has_event() && m.event().domain_name() == name) out.push_back(Describe(m));
+      if (synced && m.has_event() && m.event().domain_name() == name) {
+        out.push_back(Describe(m, EventNames::kShort));
+      }
     }
     return out;
   }
@@ -182,7 +200,7 @@ class QemuE2eTest : public ::testing::Test {
   static SystemLibvirtd* host_;
   static absl::Status* setup_error_;
   std::unique_ptr<GuestSet> guests_;
-  std::unique_ptr<Virtgated> server_;
+  std::unique_ptr<ServerProcess> server_;
 };
 
 SystemLibvirtd* QemuE2eTest::host_ = nullptr;
@@ -266,7 +284,7 @@ TEST_F(QemuE2eTest, ListAndGetShowQemuBulkStatsFields) {
   // GetDomain and in the listing alike.
   const uint64_t before = listed[run].cpu_time_ns();
   uint64_t got_later = 0;
-  EXPECT_TRUE(WaitUntil(
+  EXPECT_TRUE(WaitFor(
       [&] {
         v1::Domain d;
         if (Get(run, &d).ok()) got_later = d.cpu_time_ns();
@@ -275,7 +293,7 @@ TEST_F(QemuE2eTest, ListAndGetShowQemuBulkStatsFields) {
       absl::Seconds(30)))
       << "GetDomain cpu_time_ns stayed at " << before;
   uint64_t listed_later = 0;
-  EXPECT_TRUE(WaitUntil(
+  EXPECT_TRUE(WaitFor(
       [&] {
         std::map<std::string, v1::Domain> again;
         if (ListOurs(&again).ok() && again.count(run)) listed_later = again[run].cpu_time_ns();
@@ -343,7 +361,7 @@ class QemuRoundTripTest : public QemuE2eTest {
   // A listing right after guests appeared (virtgated has never seen them),
   // and one more, with 3 guests and then with 10.
   void Measure(ListingCost* cost) {
-    Virtgated::Config config;
+    ServerProcess::Config config = SystemServerConfig();
     config.trace_libvirt_rpc = true;
     // No guest here is frozen: however slow a loaded machine makes a bulk
     // call, it must not be taken for a frozen guest (whose probes are calls
@@ -412,7 +430,7 @@ TEST_F(QemuE2eTest, WatchShowsQemuLifecycleWithLibvirtsDetails) {
   ASSERT_TRUE(direct.ok()) << direct.status();
   ASSERT_NO_FATAL_FAILURE(StartServer());
   const std::string name = guests_->prefix() + "life";
-  std::unique_ptr<WatchStream> watch = SyncedWatch({name});
+  std::unique_ptr<WatchCollector> watch = SyncedWatch({name});
 
   ASSERT_EQ(DefineGuests({"life"}, true).size(), 1u);
   absl::StatusOr<DomainHandle> dom = guests_->Lookup(name);
@@ -474,7 +492,7 @@ TEST_F(QemuE2eTest, KilledQemuIsStoppedFailedAndShutOffCrashed) {
       DirectEvents::Subscribe(guests_->conn(1), guests_->prefix());
   ASSERT_TRUE(direct.ok()) << direct.status();
   ASSERT_NO_FATAL_FAILURE(StartServer());
-  std::unique_ptr<WatchStream> watch = SyncedWatch({name});
+  std::unique_ptr<WatchCollector> watch = SyncedWatch({name});
 
   absl::StatusOr<pid_t> pid = GuestSet::QemuPid(name);
   ASSERT_TRUE(pid.ok()) << pid.status();
@@ -588,7 +606,7 @@ TEST_F(QemuE2eTest, StoppedQemuDoesNotStallListingOfOthers) {
     EXPECT_FALSE(other.stale());
   }
   // Continued, the guest reads fresh again.
-  EXPECT_TRUE(WaitUntil(
+  EXPECT_TRUE(WaitFor(
       [&] {
         std::map<std::string, v1::Domain> again;
         return ListOurs(&again, absl::Seconds(10)).ok() && again.count(stuck) &&
@@ -598,7 +616,7 @@ TEST_F(QemuE2eTest, StoppedQemuDoesNotStallListingOfOthers) {
       << "the continued guest is still stale";
   // The connection retired for the stuck call closes once that call has
   // returned (a replacement took its place): no connection leaks.
-  EXPECT_TRUE(WaitUntil([&] { return OpenSockets(server_->pid()) <= sockets_before; },
+  EXPECT_TRUE(WaitFor([&] { return OpenSockets(server_->pid()) <= sockets_before; },
                         absl::Seconds(30)))
       << "virtgated holds " << OpenSockets(server_->pid()) << " sockets, " << sockets_before
       << " before the guest was stopped";
@@ -614,7 +632,7 @@ TEST_F(QemuE2eTest, GetOfStoppedQemuIsStaleThenBusy) {
   const std::vector<std::string> names = DefineGuests({"ok", "stuck"}, true);
   ASSERT_EQ(names.size(), 2u);
   const std::string& stuck = names[1];
-  Virtgated::Config config;
+  ServerProcess::Config config = SystemServerConfig();
   config.trace_libvirt_rpc = true;
   ASSERT_NO_FATAL_FAILURE(StartServer(config));
   std::map<std::string, v1::Domain> listed;
@@ -661,11 +679,11 @@ TEST_F(QemuE2eTest, GetOfStoppedQemuIsStaleThenBusy) {
     EXPECT_EQ(server_->HealthStatus(), "SERVING");
   }
   v1::Domain after;
-  EXPECT_TRUE(WaitUntil([&] { return Get(stuck, &after, absl::Seconds(5)).ok() && !after.stale(); },
+  EXPECT_TRUE(WaitFor([&] { return Get(stuck, &after, absl::Seconds(5)).ok() && !after.stale(); },
                         absl::Seconds(60)))
       << "the continued guest does not read fresh again";
   v1::HostInfo info;
-  EXPECT_TRUE(WaitUntil(
+  EXPECT_TRUE(WaitFor(
       [&] {
         grpc::ClientContext ctx;
         ctx.set_deadline(DeadlineIn(absl::Seconds(2)));
@@ -692,7 +710,7 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
 
   // Four watchers before anything happens; six subscribe while it happens
   // (their snapshots are read while domains start, pause and stop).
-  std::vector<std::unique_ptr<WatchStream>> watchers;
+  std::vector<std::unique_ptr<WatchCollector>> watchers;
   for (int w = 0; w < 4; ++w) watchers.push_back(SyncedWatch({}));
 
   // Each guest on a thread of its own: start; then, by guest, end paused,
@@ -733,10 +751,10 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
   // snapshot read while domains start waits on libvirt's domain locks).
   std::vector<absl::Time> joined;
   for (size_t at : {2, 4, 6, 10, 20, 30}) {
-    WaitUntil([&] { return direct.value()->Events().size() >= at; }, absl::Seconds(60));
+    WaitFor([&] { return direct.value()->Events().size() >= at; }, absl::Seconds(60));
     v1::WatchLifecycleRequest req;
     req.set_send_initial_state(true);
-    watchers.push_back(std::make_unique<WatchStream>(server_->stub(), req));
+    watchers.push_back(std::make_unique<WatchCollector>(server_->stub(), req));
     joined.push_back(absl::Now());
     std::cerr << "[e2e] watcher " << watchers.size() - 1 << " joined at "
               << absl::FormatTime("%H:%M:%E3S", joined.back(), absl::UTCTimeZone()) << "\n";
@@ -771,7 +789,7 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
     ASSERT_TRUE(watchers[w]->WaitForMessage(
         [&](const auto& m) { return m.has_event() && m.event().domain_name() == sentinel; },
         absl::Seconds(60)));
-    DomainView view;
+    ClientView view;
     std::vector<std::string> problems, events;
     for (const auto& m : watchers[w]->Messages()) {
       if (m.has_initial() && !absl::StartsWith(m.initial().domain().name(), guests_->prefix())) {
@@ -779,7 +797,9 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
       }
       if (m.has_event() && !absl::StartsWith(m.event().domain_name(), guests_->prefix())) continue;
       if (std::string p = view.Apply(m); !p.empty()) problems.push_back(p);
-      if (m.has_event()) events.push_back(absl::StrCat(m.sequence(), " ", Describe(m)));
+      if (m.has_event()) {
+        events.push_back(absl::StrCat(m.sequence(), " ", Describe(m, EventNames::kShort)));
+      }
     }
     // The requirement: the final view is libvirt's.
     std::map<std::string, int> seen, want;
@@ -794,7 +814,7 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
       const std::string domain = p.substr(0, p.find(' '));
       std::string story;
       for (const auto& m : watchers[w]->Messages()) {
-        const std::string d = Describe(m);
+        const std::string d = Describe(m, EventNames::kShort);
         if (absl::StartsWith(d, domain + " ") || m.has_synced()) {
           absl::StrAppend(&story, "  seq ", m.sequence(), " ", d, " at ",
                           absl::FormatTime("%H:%M:%E3S", absl::FromUnixSeconds(m.time().seconds()) +
@@ -819,7 +839,7 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
       // lost pair (SUSPENDED then RESUMED) leaves the final view right; not
       // this. (Each domain's events come from one libvirt connection in
       // order; between domains two connections may interleave differently.)
-      ASSERT_TRUE(WaitUntil(
+      ASSERT_TRUE(WaitFor(
           [&] {
             for (const auto& e : direct.value()->Events()) {
               if (e.name == sentinel) return true;
@@ -859,7 +879,7 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
 TEST_F(QemuE2eTest, ServesThroughTheReadOnlySocket) {
   const std::vector<std::string> names = DefineGuests({"ro"}, true);
   ASSERT_EQ(names.size(), 1u);
-  Virtgated::Config config;
+  ServerProcess::Config config = SystemServerConfig();
   config.libvirt_uri = absl::StrCat("qemu+unix:///system?socket=", kReadOnlySocket);
   ASSERT_NO_FATAL_FAILURE(StartServer(config));
   grpc::ClientContext ctx;
@@ -875,7 +895,7 @@ TEST_F(QemuE2eTest, ServesThroughTheReadOnlySocket) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(listed[names[0]].state(), v1::DOMAIN_STATE_RUNNING);
   // Events flow over the read-only socket too.
-  std::unique_ptr<WatchStream> watch = SyncedWatch({names[0]});
+  std::unique_ptr<WatchCollector> watch = SyncedWatch({names[0]});
   ASSERT_TRUE(guests_->Suspend(names[0]).ok());
   EXPECT_TRUE(watch->WaitForMessage(
       [](const auto& m) {
@@ -901,7 +921,7 @@ TEST_F(QemuE2eTest, UnprivilegedUserReadsAndGroupLibvirtWrites) {
   ASSERT_EQ(names.size(), 1u);
 
   auto as_nobody = [&](bool in_group, bool read_only) {
-    Virtgated::Config c;
+    ServerProcess::Config c = SystemServerConfig();
     c.uid = nobody->pw_uid;
     c.gid = nobody->pw_gid;
     if (in_group) c.groups = {libvirt->gr_gid};
@@ -909,14 +929,15 @@ TEST_F(QemuE2eTest, UnprivilegedUserReadsAndGroupLibvirtWrites) {
     c.wait_serving = read_only || in_group;
     return c;
   };
-  auto host_info = [](Virtgated* v, v1::HostInfo* out) {
+  auto host_info = [](ServerProcess* v, v1::HostInfo* out) {
     grpc::ClientContext ctx;
     ctx.set_deadline(DeadlineIn(kCallTimeout));
     return v->stub()->GetHostInfo(&ctx, v1::GetHostInfoRequest(), out);
   };
   {
     SCOPED_TRACE("nobody, read-only (qemu:///system, i.e. the -ro socket)");
-    absl::StatusOr<std::unique_ptr<Virtgated>> v = Virtgated::Start(as_nobody(false, true));
+    absl::StatusOr<std::unique_ptr<ServerProcess>> v =
+        ServerProcess::Start(as_nobody(false, true));
     ASSERT_TRUE(v.ok()) << v.status();
     std::map<std::string, v1::Domain> listed;
     grpc::Status s = ListOurs(&listed, kCallTimeout, v->get());
@@ -925,7 +946,8 @@ TEST_F(QemuE2eTest, UnprivilegedUserReadsAndGroupLibvirtWrites) {
   }
   {
     SCOPED_TRACE("nobody, read-write, not in group libvirt");
-    absl::StatusOr<std::unique_ptr<Virtgated>> v = Virtgated::Start(as_nobody(false, false));
+    absl::StatusOr<std::unique_ptr<ServerProcess>> v =
+        ServerProcess::Start(as_nobody(false, false));
     ASSERT_TRUE(v.ok()) << v.status();
     EXPECT_EQ((*v)->HealthStatus(), "NOT_SERVING");
     v1::HostInfo info;
@@ -935,7 +957,8 @@ TEST_F(QemuE2eTest, UnprivilegedUserReadsAndGroupLibvirtWrites) {
   }
   {
     SCOPED_TRACE("nobody in group libvirt, read-write");
-    absl::StatusOr<std::unique_ptr<Virtgated>> v = Virtgated::Start(as_nobody(true, false));
+    absl::StatusOr<std::unique_ptr<ServerProcess>> v =
+        ServerProcess::Start(as_nobody(true, false));
     ASSERT_TRUE(v.ok()) << v.status();
     v1::HostInfo info;
     ASSERT_TRUE(host_info(v->get(), &info).ok());

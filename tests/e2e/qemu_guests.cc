@@ -13,12 +13,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "tests/e2e/child_process.h"
-#include "tests/e2e/libvirt_direct.h"
 #include "tests/e2e/system_libvirtd.h"
+#include "tests/support/files.h"
+#include "tests/support/libvirt_direct.h"
+#include "tests/support/wait_for.h"
 
 namespace virtgate::e2e {
 namespace {
+
+using testing::EnsureEventLoop;
+using testing::LastError;
+using testing::ReadFile;
+using testing::WaitFor;
 
 // Best effort, for cleanup: SIGCONT (a test may have stopped it), destroy,
 // undefine. Returns what went wrong, if anything.
@@ -182,7 +188,7 @@ ScopedSigstop::ScopedSigstop(pid_t pid) : pid_(pid) {
   if (kill(pid_, SIGSTOP) != 0) return;
   // Stopped once the kernel says so ("T" in /proc/<pid>/stat).
   const std::string stat_path = absl::StrCat("/proc/", pid_, "/stat");
-  ok_ = WaitUntil(
+  ok_ = WaitFor(
       [&] {
         const std::string stat = ReadFile(stat_path);
         const size_t paren = stat.rfind(')');

@@ -25,11 +25,24 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "server/libvirt/handles.h"
-#include "tests/e2e/child_process.h"
-#include "tests/e2e/libvirt_direct.h"
+#include "tests/support/child_process.h"
+#include "tests/support/files.h"
+#include "tests/support/libvirt_direct.h"
+#include "tests/support/wait_for.h"
 
 namespace virtgate::e2e {
 namespace {
+
+using testing::ChildOptions;
+using testing::DescribeWaitStatus;
+using testing::EnsureEventLoop;
+using testing::LastError;
+using testing::ReadFile;
+using testing::SpawnChild;
+using testing::StopChild;
+using testing::Tail;
+using testing::WaitFor;
+using testing::WaitForExit;
 
 constexpr char kLibvirtd[] = "/usr/sbin/libvirtd";
 constexpr char kVirtlogd[] = "/usr/sbin/virtlogd";
@@ -95,15 +108,13 @@ absl::Status CheckQemuDriver(virConnectPtr conn) {
 
 }  // namespace
 
-bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  absl::Duration backoff = absl::Milliseconds(1);
-  while (!condition()) {
-    if (absl::Now() >= deadline) return condition();
-    absl::SleepFor(backoff);  // poll interval, not synchronisation
-    backoff = std::min(backoff * 2, absl::Milliseconds(25));
-  }
-  return true;
+testing::ServerProcess::Config SystemServerConfig() {
+  testing::ServerProcess::Config config;
+  config.libvirt_uri = kSystemUri;
+  config.shutdown_grace = absl::Seconds(2);
+  config.stop_grace = absl::Seconds(10);
+  config.temp_dir_prefix = kServerDirPrefix;
+  return config;
 }
 
 absl::StatusOr<std::unique_ptr<SystemLibvirtd>> SystemLibvirtd::Ensure() {
@@ -130,7 +141,7 @@ absl::StatusOr<std::unique_ptr<SystemLibvirtd>> SystemLibvirtd::Ensure() {
     host->lock_fd_ = -1;
     return false;
   };
-  if (!WaitUntil(try_lock, absl::Minutes(4))) {
+  if (!WaitFor(try_lock, absl::Minutes(4))) {
     return absl::DeadlineExceededError(absl::StrCat(
         "another end-to-end run has held ", kLockFile, " for 4 minutes"));
   }
@@ -139,7 +150,7 @@ absl::StatusOr<std::unique_ptr<SystemLibvirtd>> SystemLibvirtd::Ensure() {
   std::error_code ignored;
   for (const auto& entry : std::filesystem::directory_iterator("/tmp", ignored)) {
     const std::string name = entry.path().filename().string();
-    if (absl::StartsWith(name, "vgte2e-host.") || absl::StartsWith(name, "vgte2e-vgd.")) {
+    if (absl::StartsWith(name, "vgte2e-host.") || absl::StartsWith(name, absl::StrCat(kServerDirPrefix, "."))) {
       std::filesystem::remove_all(entry.path(), ignored);
     }
   }
@@ -196,9 +207,9 @@ absl::Status SystemLibvirtd::StartVirtlogdIfNeeded() {
   if (!pid.ok()) return pid.status();
   virtlogd_pid_ = *pid;
   bool died = false;
-  const bool up = WaitUntil(
+  const bool up = WaitFor(
       [&] {
-        if (WaitForChildExit(virtlogd_pid_, absl::Now())) {
+        if (WaitForExit(virtlogd_pid_, absl::Now())) {
           died = true;
           return true;
         }
@@ -242,9 +253,9 @@ absl::Status SystemLibvirtd::StartLibvirtd() {
   bool died = false;
   int status = 0;
   OpenResult last;
-  const bool up = WaitUntil(
+  const bool up = WaitFor(
       [&] {
-        if (std::optional<int> s = WaitForChildExit(libvirtd_pid_, absl::Now())) {
+        if (std::optional<int> s = WaitForExit(libvirtd_pid_, absl::Now())) {
           died = true;
           status = *s;
           return true;

@@ -36,19 +36,26 @@
 
 #include <sys/types.h>
 
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "tests/support/server_process.h"
 
 namespace virtgate::e2e {
 
 inline constexpr char kSystemUri[] = "qemu:///system";
 inline constexpr char kReadOnlySocket[] = "/run/libvirt/libvirt-sock-ro";
 inline constexpr char kQemuBinary[] = "/usr/bin/qemu-system-x86_64";
+// virtgated's own temporary directories: /tmp/<prefix>.XXXXXX (a run killed
+// midway leaves them; the next Ensure() removes them).
+inline constexpr char kServerDirPrefix[] = "vgte2e-vgd";
+
+// virtgated (the binary) on qemu:///system, as the end-to-end tests run it:
+// --shutdown_grace=2s, SIGTERM and up to 10 s to exit when destroyed.
+testing::ServerProcess::Config SystemServerConfig();
 
 class SystemLibvirtd {
  public:
@@ -85,10 +92,5 @@ class SystemLibvirtd {
   std::optional<KvmNode> kvm_restore_;
   std::string summary_;
 };
-
-// Polls `condition` (with a short backoff) until it holds or `timeout`
-// passes; returns its last value. For conditions that have no notification;
-// never a fixed sleep standing in for synchronisation.
-bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout);
 
 }  // namespace virtgate::e2e

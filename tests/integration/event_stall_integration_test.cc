@@ -16,9 +16,10 @@
 #include "server/libvirt/handles.h"
 #include "server/rpc/health_reporter.h"
 #include "server/server.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/private_libvirtd.h"
 #include "tests/support/stalling_proxy.h"
 #include "tests/support/test_domains.h"
+#include "tests/support/wait_for.h"
 #include "tests/support/watch_collector.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 

@@ -17,8 +17,9 @@
 #include "gtest/gtest.h"
 #include "server/libvirt/handles.h"
 #include "server/server.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/private_libvirtd.h"
 #include "tests/support/test_domains.h"
+#include "tests/support/wait_for.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate {

@@ -21,8 +21,11 @@
 #include "gtest/gtest.h"
 #include "server/libvirt/handles.h"
 #include "server/server.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/client_view.h"
+#include "tests/support/libvirt_direct.h"
+#include "tests/support/private_libvirtd.h"
 #include "tests/support/test_domains.h"
+#include "tests/support/wait_for.h"
 #include "tests/support/watch_collector.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
@@ -34,38 +37,6 @@ using testing::WaitFor;
 
 using Watcher = testing::WatchCollector;
 using testing::Describe;
-
-// libvirt's own lifecycle events on a connection of the test's, per domain
-// as "type/detail" codes: what virtgate's stream is compared with. The
-// callbacks run on the event loop the in-process server already runs.
-class DirectSubscription {
- public:
-  explicit DirectSubscription(virConnectPtr conn) : conn_(conn) {
-    id_ = virConnectDomainEventRegisterAny(conn, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                           VIR_DOMAIN_EVENT_CALLBACK(&OnEvent), this, nullptr);
-  }
-  ~DirectSubscription() {
-    if (id_ >= 0) virConnectDomainEventDeregisterAny(conn_, id_);
-  }
-  bool ok() const { return id_ >= 0; }
-  std::map<std::string, std::vector<std::string>> ByDomain() const {
-    absl::MutexLock lock(&mu_);
-    return by_domain_;
-  }
-
- private:
-  static int OnEvent(virConnectPtr, virDomainPtr dom, int type, int detail, void* opaque) {
-    auto* self = static_cast<DirectSubscription*>(opaque);
-    absl::MutexLock lock(&self->mu_);
-    self->by_domain_[virDomainGetName(dom)].push_back(absl::StrCat(type, "/", detail));
-    return 0;
-  }
-
-  virConnectPtr conn_;
-  int id_ = -1;
-  mutable absl::Mutex mu_;
-  std::map<std::string, std::vector<std::string>> by_domain_ ABSL_GUARDED_BY(mu_);
-};
 
 class WatchLifecycleIntegrationTest : public ::testing::Test {
  protected:
@@ -343,8 +314,9 @@ TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChu
   }
   // Before the churn: libvirt's own subscription, and a watcher without a
   // snapshot whose stream is compared with it, domain by domain.
-  DirectSubscription direct(admin_.get());
-  ASSERT_TRUE(direct.ok());
+  absl::StatusOr<std::unique_ptr<testing::DirectEvents>> direct =
+      testing::DirectEvents::Subscribe(admin_.get(), "");
+  ASSERT_TRUE(direct.ok()) << direct.status();
   Watcher reference(stub_.get(), {});
   WaitSubscribed(1);
   std::atomic<bool> stop{false};
@@ -416,8 +388,13 @@ TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChu
     return false;
   };
   ASSERT_TRUE(WaitFor([&] { return has_sentinel(reference.Messages()); }, absl::Seconds(60)));
-  ASSERT_TRUE(WaitFor([&] { return direct.ByDomain().count("zz-sentinel") > 0; },
-                      absl::Seconds(60)));
+  ASSERT_TRUE((*direct)->WaitForEvent(
+      [](const testing::DirectEvents::Event& e) { return e.name == "zz-sentinel"; },
+      absl::Seconds(60)));
+  std::map<std::string, std::vector<std::string>> libvirt;
+  for (const auto& e : (*direct)->Events()) {
+    libvirt[e.name].push_back(absl::StrCat(e.type, "/", e.detail));
+  }
   const std::vector<v1::WatchLifecycleResponse> all = reference.Messages();
   std::map<std::string, std::vector<std::string>> got;
   std::map<uint64_t, std::string> by_sequence;
@@ -427,7 +404,7 @@ TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChu
         absl::StrCat(m.event().type_code(), "/", m.event().detail_code()));
     by_sequence[m.sequence()] = Describe(m);
   }
-  EXPECT_EQ(got, direct.ByDomain()) << "virtgate's events (type/detail codes) differ from libvirt's";
+  EXPECT_EQ(got, libvirt) << "virtgate's events (type/detail codes) differ from libvirt's";
   // ... and every late watcher got exactly the reference's events after its
   // snapshot's sequence: none lost, none repeated, none reordered.
   for (size_t w = 0; w < watchers.size(); ++w) {

@@ -28,23 +28,28 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "cli_test_support.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/libvirt/handles.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/child_process.h"
+#include "tests/support/client_view.h"
+#include "tests/support/percentile.h"
+#include "tests/support/private_libvirtd.h"
+#include "tests/support/server_process.h"
 #include "tests/support/test_domains.h"
+#include "tests/support/wait_for.h"
 #include "tests/support/watch_collector.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate {
 namespace {
 
-using cli_test::ServerProcess;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 using testing::ClientView;
+using testing::Percentile;
 using testing::PrivateLibvirtd;
+using testing::ServerProcess;
 using testing::WaitFor;
 using testing::WatchCollector;
 
@@ -57,12 +62,6 @@ struct Timed {
   absl::Duration took;
   std::string message;
 };
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
 
 class ResilienceTest : public ::testing::Test {
  protected:
@@ -735,7 +734,7 @@ TEST_F(ResilienceTest, SigtermSaysNotServingAtOnceAndLetsInFlightCallsFinish) {
   absl::StatusOr<int> status = server_->Terminate(absl::Seconds(30));
   ASSERT_TRUE(status.ok()) << status.status() << "\n" << LogTail();
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
-      << cli_test::DescribeWaitStatus(*status);
+      << testing::DescribeWaitStatus(*status);
 }
 
 // SIGTERM while libvirtd is stopped, with watches open and calls stuck in
@@ -769,7 +768,7 @@ TEST_F(ResilienceTest, SigtermWithLibvirtdStoppedExitsWithinGrace) {
   absl::StatusOr<int> status = server_->Terminate(absl::Seconds(10));
   const absl::Duration took = absl::Now() - start;
   ASSERT_TRUE(status.ok()) << status.status();
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << cli_test::DescribeWaitStatus(*status);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << testing::DescribeWaitStatus(*status);
   EXPECT_LT(took, absl::Seconds(4)) << "grace is 2 s";
   for (auto& w : watchers) {
     std::optional<grpc::Status> end = w->WaitForEnd(absl::Seconds(10));

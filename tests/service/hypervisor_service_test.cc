@@ -17,7 +17,7 @@
 #include "server/libvirt/event_loop.h"
 #include "server/libvirt/handles.h"
 #include "server/server.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/wait_for.h"
 #include "tests/support/test_domains.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 

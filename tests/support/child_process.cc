@@ -5,13 +5,16 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 
 extern char** environ;
 
@@ -91,6 +94,35 @@ absl::StatusOr<pid_t> SpawnChild(const ChildOptions& options) {
   }
   close(null_fd);
   return pid;
+}
+
+std::optional<int> WaitForExit(pid_t pid, absl::Time deadline) {
+  absl::Duration backoff = absl::Milliseconds(1);
+  while (true) {
+    int status = 0;
+    const pid_t done = waitpid(pid, &status, WNOHANG);
+    if (done == pid) return status;
+    if (done < 0 && errno != EINTR) return std::nullopt;
+    if (absl::Now() >= deadline) return std::nullopt;
+    absl::SleepFor(backoff);  // poll interval while waiting for the exit
+    backoff = std::min(backoff * 2, absl::Milliseconds(10));
+  }
+}
+
+int StopChild(pid_t pid, absl::Duration grace) {
+  if (grace > absl::ZeroDuration()) {
+    kill(pid, SIGCONT);
+    kill(pid, SIGTERM);
+    if (std::optional<int> status = WaitForExit(pid, absl::Now() + grace)) return *status;
+  }
+  kill(pid, SIGKILL);
+  return WaitForExit(pid, absl::InfiniteFuture()).value_or(-1);
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exit ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
+  return absl::StrCat("wait status ", status);
 }
 
 }  // namespace virtgate::testing

@@ -1,6 +1,6 @@
-// Starting a child process from a test: virtgated, virtgatectl, libvirtd,
-// virtlogd. One fork + execve for every test binary (the cli tests, the
-// private libvirtd fixture, the end-to-end tests).
+// Layer 1 of the test support (absl only): starting a child process from a
+// test, waiting for it and stopping it. Every test that runs a program
+// (virtgated, virtgatectl, virsh, libvirtd, virtlogd) starts it here.
 //
 // Everything the child touches between fork and exec is prepared before the
 // fork: test binaries have many threads (gRPC, libvirt), and a child forked
@@ -17,8 +17,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace virtgate::testing {
+
+// Generous: only a broken build or a hung process comes near them.
+inline constexpr absl::Duration kStartDeadline = absl::Seconds(30);
+inline constexpr absl::Duration kProcessDeadline = absl::Seconds(30);
 
 // The test's environment, minus what would change a child's behaviour
 // behind the test's back (a default server for virtgatectl, gRPC's own
@@ -40,5 +45,17 @@ struct ChildOptions {
 };
 
 absl::StatusOr<pid_t> SpawnChild(const ChildOptions& options);
+
+// Waits until `pid` (our child) exits; its wait status, or nullopt if it is
+// still running at `deadline` (absl::Now(): only look).
+std::optional<int> WaitForExit(pid_t pid, absl::Time deadline);
+
+// SIGTERM (after SIGCONT, in case it is stopped); SIGKILL if it has not
+// exited after `grace` (zero: SIGKILL at once). Reaps it. Returns its wait
+// status.
+int StopChild(pid_t pid, absl::Duration grace);
+
+// "exit 3", "killed by signal 9".
+std::string DescribeWaitStatus(int status);
 
 }  // namespace virtgate::testing

@@ -2,14 +2,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/libvirt/errors.h"
-#include "server/libvirt/handles.h"
+#include "server/libvirt/handles.h"  // header-only RAII owners
+#include "tests/support/libvirt_direct.h"
 
 namespace virtgate::testing {
 
-std::string TestDomainXml(const std::string& name) {
-  return absl::StrCat("<domain type='test'><name>", name,
-                      "</name><memory unit='KiB'>131072</memory>"
+std::string TestDomainXml(const std::string& name, const std::string& uuid) {
+  return absl::StrCat("<domain type='test'><name>", name, "</name>",
+                      uuid.empty() ? "" : absl::StrCat("<uuid>", uuid, "</uuid>"),
+                      "<memory unit='KiB'>131072</memory>"
                       "<currentMemory unit='KiB'>65536</currentMemory><vcpu>1</vcpu>"
                       "<os><type>hvm</type></os></domain>");
 }
@@ -19,9 +20,9 @@ absl::Status DefineDomains(virConnectPtr conn, const std::string& prefix, int co
   for (int i = 0; i < count; ++i) {
     const std::string name = absl::StrFormat("%s%05d", prefix, i);
     DomainHandle dom(virDomainDefineXML(conn, TestDomainXml(name).c_str()));
-    if (!dom) return LastLibvirtError("define " + name);
+    if (!dom) return LastError("define " + name);
     if (start_every > 0 && i % start_every == 0 && virDomainCreate(dom.get()) < 0) {
-      return LastLibvirtError("start " + name);
+      return LastError("start " + name);
     }
   }
   return absl::OkStatus();
@@ -29,19 +30,10 @@ absl::Status DefineDomains(virConnectPtr conn, const std::string& prefix, int co
 
 absl::StatusOr<std::map<std::string, TruthEntry>> GroundTruth(virConnectPtr conn,
                                                               unsigned int flags) {
-  virDomainPtr* doms = nullptr;
-  const int n = virConnectListAllDomains(conn, &doms, flags);
-  if (n < 0) return LastLibvirtError("virConnectListAllDomains");
+  absl::StatusOr<std::map<std::string, Truth>> all = GroundTruth(conn, "", flags);
+  if (!all.ok()) return all.status();
   std::map<std::string, TruthEntry> out;
-  for (DomainHandle& d : AdoptDomainArray(doms, n)) {
-    char uuid[VIR_UUID_STRING_BUFLEN];
-    virDomainGetUUIDString(d.get(), uuid);
-    int state = 0, reason = 0;
-    if (virDomainGetState(d.get(), &state, &reason, 0) < 0) {
-      return LastLibvirtError("virDomainGetState");
-    }
-    out[uuid] = {virDomainGetName(d.get()), state};
-  }
+  for (const auto& [uuid, t] : *all) out[uuid] = {t.name, t.state};
   return out;
 }
 

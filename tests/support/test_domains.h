@@ -1,3 +1,5 @@
+// Layer 2 of the test support (libvirt only, no server code).
+//
 // Helpers for defining test-driver domains through a direct libvirt
 // connection (as another tool would) and reading libvirt's ground truth.
 #pragma once
@@ -13,8 +15,8 @@
 
 namespace virtgate::testing {
 
-// Minimal domain XML the test driver accepts.
-std::string TestDomainXml(const std::string& name);
+// Minimal domain XML the test driver accepts; with a UUID if one is given.
+std::string TestDomainXml(const std::string& name, const std::string& uuid = "");
 
 // Defines `count` persistent domains "<prefix>NNNNN"; every `start_every`-th
 // one (0: none) is also started.
@@ -32,7 +34,8 @@ struct TruthEntry {
   }
 };
 // uuid -> (name, state) for every domain, from virConnectListAllDomains and
-// virDomainGetState on `conn`: what libvirt itself reports.
+// virDomainGetState on `conn`: what libvirt itself reports (the name and
+// state of GroundTruth in libvirt_direct.h).
 absl::StatusOr<std::map<std::string, TruthEntry>> GroundTruth(virConnectPtr conn,
                                                               unsigned int flags = 0);
 

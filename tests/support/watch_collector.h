@@ -1,14 +1,11 @@
-// Client-side helpers for WatchLifecycle tests:
-//   - WatchCollector: one watch, read on a thread of its own, every message
-//     kept;
-//   - ClientView: what a client knows of each domain after applying the
-//     messages it received (initial states, events, synthetic events), with
-//     each event checked to be a possible transition from what it knew.
+// Layer 4 of the test support (the generated API only; no server code):
+// WatchCollector, one WatchLifecycle call read on a thread of its own, every
+// message kept. See client_view.h for checking what it received.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
-#include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,7 +15,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "tests/support/test_domains.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate::testing {
@@ -52,37 +48,6 @@ class WatchCollector {
   std::vector<v1::WatchLifecycleResponse> messages_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
-// "name TYPE/detail", or "connection LOST (reason)", for messages.
-std::string Describe(const v1::WatchLifecycleResponse& m);
-
-class ClientView {
- public:
-  struct Domain {
-    std::string name;
-    bool active = false;
-    bool paused = false;
-    bool persistent = false;
-  };
-
-  // Applies one message. Returns a description of the problem if the event
-  // is not a possible transition from what the view holds (a duplicate
-  // STARTED, a STOPPED of an inactive domain, ...), else empty.
-  std::string Apply(const v1::WatchLifecycleResponse& m);
-
-  // Differences from libvirt's ground truth, one line each; empty if equal.
-  std::vector<std::string> DiffFrom(const std::map<std::string, TruthEntry>& truth) const;
-
-  const std::map<std::string, Domain>& domains() const { return domains_; }
-  int lost() const { return lost_; }
-  int restored() const { return restored_; }
-  int synthetic() const { return synthetic_; }
-
- private:
-  std::map<std::string, Domain> domains_;  // by uuid
-  int lost_ = 0, restored_ = 0, synthetic_ = 0;
-  bool connected_ = true;
 };
 
 }  // namespace virtgate::testing

@@ -8,7 +8,7 @@
 #include <libvirt/virterror.h>
 
 #include "gtest/gtest.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/wait_for.h"
 
 namespace virtgate {
 namespace {

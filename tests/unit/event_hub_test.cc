@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/wait_for.h"
 
 namespace virtgate {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/wait_for.h"
 
 namespace virtgate {
 namespace {

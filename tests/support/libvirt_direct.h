@@ -1,6 +1,7 @@
-// The tests' own, direct libvirt side: the event loop, errors, libvirt's
-// ground truth for a set of domains, and a direct lifecycle subscription
-// (what libvirt itself delivers, to compare virtgate's stream with).
+// Layer 2 of the test support (libvirt only, no server code): the tests' own,
+// direct libvirt side: the event loop, errors, libvirt's ground truth for a
+// set of domains, and a direct lifecycle subscription (what libvirt itself
+// delivers, to compare virtgate's stream with).
 #pragma once
 
 #include <libvirt/libvirt.h>
@@ -19,10 +20,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
-namespace virtgate::e2e {
+namespace virtgate::testing {
 
 // virEventRegisterDefaultImpl plus a thread running the loop, once per
-// process, before the first connection is opened. Thread-safe.
+// process, before the first connection is opened. Thread-safe. A test
+// binary that also runs virtgated in-process gets the server's loop thread
+// too (it starts its own); registering twice is harmless, and libvirt
+// dispatches on one of them at a time.
 absl::Status EnsureEventLoop();
 
 // The calling thread's last libvirt error as a status naming `what`.
@@ -42,9 +46,11 @@ struct Truth {
   }
 };
 // uuid -> Truth for every domain whose name starts with `prefix`, from
-// virConnectListAllDomains and virDomainGetState on `conn`.
+// virConnectListAllDomains (with `flags`) and virDomainGetState on `conn`.
+// A domain undefined between the two is left out.
 absl::StatusOr<std::map<std::string, Truth>> GroundTruth(virConnectPtr conn,
-                                                         const std::string& prefix);
+                                                         const std::string& prefix,
+                                                         unsigned int flags = 0);
 
 // Every lifecycle event libvirt delivers on `conn` (whose connection must
 // outlive it) for domains whose name starts with `prefix`.
@@ -77,4 +83,4 @@ class DirectEvents {
   std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace virtgate::e2e
+}  // namespace virtgate::testing

@@ -1,24 +1,30 @@
-#include "tests/e2e/virtgated_process.h"
+#include "tests/support/server_process.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "tests/support/wait_for.h"
 
 #ifndef VIRTGATED_PATH
 #error "VIRTGATED_PATH must name the virtgated binary under test"
 #endif
+#ifndef VIRTGATECTL_PATH
+#error "VIRTGATECTL_PATH must name the virtgatectl binary under test"
+#endif
 
-namespace virtgate::e2e {
+namespace virtgate::testing {
 namespace {
 
 // libvirt's REMOTE_PROGRAM (0x20008086) in the trace's decimal.
@@ -30,24 +36,31 @@ std::chrono::system_clock::time_point DeadlineIn(absl::Duration timeout) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout);
 }
 
-absl::StatusOr<std::unique_ptr<Virtgated>> Virtgated::Start(Config config) {
-  std::unique_ptr<Virtgated> v(new Virtgated());
-  v->dir_ = std::make_unique<TempDir>("vgte2e-vgd");
-  if (!v->dir_->ok()) return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
-  const std::string& dir = v->dir_->path();
-  // Another user must be able to create its socket and trace there.
-  if (config.uid && chown(dir.c_str(), *config.uid, config.gid.value_or(0)) != 0) {
-    return absl::InternalError(absl::StrCat("chown ", dir, ": ", strerror(errno)));
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config config) {
+  std::unique_ptr<ServerProcess> v(new ServerProcess());
+  v->stop_grace_ = config.stop_grace;
+  std::string dir;
+  if (config.target.empty()) {
+    v->dir_ = std::make_unique<TempDir>(config.temp_dir_prefix);
+    if (!v->dir_->ok()) return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
+    dir = v->dir_->path();
+    // Another user must be able to create its socket and trace there.
+    if (config.uid && chown(dir.c_str(), *config.uid, config.gid.value_or(0)) != 0) {
+      return absl::InternalError(absl::StrCat("chown ", dir, ": ", strerror(errno)));
+    }
+    config.target = absl::StrCat("unix:", dir, "/sock");
   }
-  v->target_ = absl::StrCat("unix:", dir, "/sock");
-  v->log_path_ = dir + "/virtgated.log";
-  v->rpc_trace_path_ = dir + "/libvirt-rpc.log";
+  v->target_ = config.target;
+  const std::string socket_path(absl::StripPrefix(config.target, "unix:"));
+  v->log_path_ = config.log_path.empty() ? socket_path + ".log" : config.log_path;
+  v->rpc_trace_path_ = socket_path + ".libvirt-rpc.log";
   const int log_fd = open(v->log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return absl::InternalError(absl::StrCat("open log: ", strerror(errno)));
 
   ChildOptions o;
   o.argv = {VIRTGATED_PATH, absl::StrCat("--libvirt_uri=", config.libvirt_uri),
-            absl::StrCat("--listen=", v->target_), "--shutdown_grace=2s"};
+            absl::StrCat("--listen=", v->target_),
+            absl::StrCat("--shutdown_grace=", absl::FormatDuration(config.shutdown_grace))};
   o.argv.insert(o.argv.end(), config.extra_flags.begin(), config.extra_flags.end());
   // Never inherit the test's libvirt logging; trace the RPC client if asked.
   o.extra_env = {"LIBVIRT_DEBUG=", "LIBVIRT_LOG_FILTERS=", "LIBVIRT_LOG_OUTPUTS="};
@@ -67,33 +80,56 @@ absl::StatusOr<std::unique_ptr<Virtgated>> Virtgated::Start(Config config) {
   // Up when health answers (SERVING, unless any answer will do). Each try
   // gets a new channel: one whose first connect failed (no socket yet) would
   // wait out gRPC's reconnect backoff.
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  std::string last;
-  while (absl::Now() < deadline) {
-    if (std::optional<int> status = WaitForChildExit(v->pid_, absl::Now())) {
-      v->pid_ = -1;
-      return absl::InternalError(absl::StrCat("virtgated ended at start (",
-                                              DescribeWaitStatus(*status), "); log:\n", v->Log()));
-    }
-    auto channel = grpc::CreateChannel(v->target_, grpc::InsecureChannelCredentials());
-    v->stub_ = v1::Hypervisor::NewStub(channel);
-    v->health_ = grpc::health::v1::Health::NewStub(channel);
-    last = v->HealthStatus(absl::Milliseconds(500));
-    if (last == "SERVING" || (!config.wait_serving && last == "NOT_SERVING")) return v;
-    absl::SleepFor(absl::Milliseconds(20));  // poll interval
+  std::optional<int> ended;
+  std::string last = "never asked";
+  const bool answered = WaitFor(
+      [&] {
+        ended = WaitForExit(v->pid_, absl::Now());
+        if (ended.has_value()) return true;
+        v->Connect();
+        last = v->HealthStatus(absl::Seconds(1));
+        return last == "SERVING" || (!config.wait_serving && last == "NOT_SERVING");
+      },
+      kStartDeadline);
+  if (ended.has_value()) {
+    v->pid_ = -1;
+    return absl::InternalError(absl::StrCat("virtgated ended at start (",
+                                            DescribeWaitStatus(*ended), "); log:\n", v->Log()));
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "virtgated not ", config.wait_serving ? "SERVING" : "answering", " within 30s (last: ",
-      last, "); log:\n", v->Log()));
+  if (!answered) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "virtgated not ", config.wait_serving ? "SERVING" : "answering", " within ",
+        absl::FormatDuration(kStartDeadline), " (last: ", last, "); log:\n", v->Log()));
+  }
+  return v;
 }
 
-Virtgated::~Virtgated() {
+void ServerProcess::Connect() {
+  auto channel = grpc::CreateChannel(target_, grpc::InsecureChannelCredentials());
+  stub_ = v1::Hypervisor::NewStub(channel);
+  health_ = grpc::health::v1::Health::NewStub(channel);
+}
+
+ServerProcess::~ServerProcess() {
   stub_.reset();
   health_.reset();
-  if (pid_ > 0) StopChild(pid_, absl::Seconds(10));
+  if (pid_ > 0) StopChild(pid_, stop_grace_);
 }
 
-std::string Virtgated::HealthStatus(absl::Duration timeout) {
+absl::StatusOr<int> ServerProcess::Terminate(absl::Duration deadline) {
+  if (kill(pid_, SIGTERM) != 0) {
+    return absl::InternalError(absl::StrCat("kill: ", std::strerror(errno)));
+  }
+  std::optional<int> status = WaitForExit(pid_, absl::Now() + deadline);
+  if (!status.has_value()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("virtgated did not exit after SIGTERM; log:\n", Log()));
+  }
+  pid_ = -1;
+  return *status;
+}
+
+std::string ServerProcess::HealthStatus(absl::Duration timeout) {
   grpc::ClientContext ctx;
   ctx.set_deadline(DeadlineIn(timeout));
   ctx.set_wait_for_ready(false);
@@ -104,12 +140,12 @@ std::string Virtgated::HealthStatus(absl::Duration timeout) {
   return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
 }
 
-size_t Virtgated::RpcTraceOffset() const {
+size_t ServerProcess::RpcTraceOffset() const {
   struct stat st {};
   return stat(rpc_trace_path_.c_str(), &st) == 0 ? static_cast<size_t>(st.st_size) : 0;
 }
 
-std::map<int, int> Virtgated::RemoteCallsSince(size_t offset) const {
+std::map<int, int> ServerProcess::RemoteCallsSince(size_t offset) const {
   std::map<int, int> calls;
   const std::string trace = ReadFile(rpc_trace_path_);
   if (offset > trace.size()) return calls;
@@ -148,4 +184,11 @@ int TotalCalls(const std::map<int, int>& calls) {
   return total;
 }
 
-}  // namespace virtgate::e2e
+std::string VirtgatectlPath() { return VIRTGATECTL_PATH; }
+
+CommandResult RunCtl(std::vector<std::string> args, const std::vector<std::string>& env) {
+  args.insert(args.begin(), VirtgatectlPath());
+  return RunCommand(std::move(args), env);
+}
+
+}  // namespace virtgate::testing

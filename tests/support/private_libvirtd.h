@@ -1,3 +1,5 @@
+// Layer 2 of the test support (libvirt only, no server code).
+//
 // PrivateLibvirtd: a real libvirtd started by a test on a private socket,
 // serving libvirt's test driver, so events cross processes and the daemon
 // can be killed, stopped (SIGSTOP) and restarted on the same socket.
@@ -12,12 +14,12 @@
 
 #include <sys/types.h>
 
-#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
+#include "tests/support/command.h"
 
 namespace virtgate::testing {
 
@@ -32,6 +34,14 @@ class PrivateLibvirtd {
   // test+unix:///default?socket=<dir>/libvirt-sock
   const std::string& uri() const { return uri_; }
   pid_t pid() const { return pid_; }
+  // Its private directory (socket, config, log); removed with it.
+  const std::string& dir() const { return dir_; }
+  std::string Log() const;
+
+  // Runs `virsh -q -c <uri> args...` (/usr/bin/virsh, libvirt-clients).
+  CommandResult Virsh(std::vector<std::string> args) const;
+  // Writes TestDomainXml(name, uuid) into dir(); returns its path.
+  std::string WriteDomainXml(const std::string& name, const std::string& uuid = "") const;
 
   // SIGKILL and reap (the test driver's domains die with it).
   void Kill();
@@ -49,9 +59,5 @@ class PrivateLibvirtd {
   std::string uri_;
   pid_t pid_ = -1;
 };
-
-// Polls `condition` until it holds or `timeout` passes; returns whether it
-// held. For waiting on state that has no notification; never a fixed sleep.
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout);
 
 }  // namespace virtgate::testing

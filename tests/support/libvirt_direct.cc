@@ -1,4 +1,4 @@
-#include "tests/e2e/libvirt_direct.h"
+#include "tests/support/libvirt_direct.h"
 
 #include <libvirt/virterror.h>
 
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/libvirt/handles.h"
 
-namespace virtgate::e2e {
+namespace virtgate::testing {
 
 absl::Status EnsureEventLoop() {
   static std::once_flag once;
@@ -41,9 +41,10 @@ absl::Status LastError(absl::string_view what) {
 }
 
 absl::StatusOr<std::map<std::string, Truth>> GroundTruth(virConnectPtr conn,
-                                                         const std::string& prefix) {
+                                                         const std::string& prefix,
+                                                         unsigned int flags) {
   virDomainPtr* doms = nullptr;
-  const int n = virConnectListAllDomains(conn, &doms, 0);
+  const int n = virConnectListAllDomains(conn, &doms, flags);
   if (n < 0) return LastError("virConnectListAllDomains");
   std::map<std::string, Truth> out;
   for (DomainHandle& d : AdoptDomainArray(doms, n)) {
@@ -103,4 +104,4 @@ bool DirectEvents::WaitForEvent(const std::function<bool(const Event&)>& pred,
   return mu_.AwaitWithTimeout(absl::Condition(&found), timeout);
 }
 
-}  // namespace virtgate::e2e
+}  // namespace virtgate::testing

@@ -1,4 +1,4 @@
-#include "tests/support/libvirtd_fixture.h"
+#include "tests/support/private_libvirtd.h"
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -12,37 +12,31 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/libvirt/event_loop.h"
+#include "absl/time/time.h"
 #include "tests/support/child_process.h"
+#include "tests/support/files.h"
+#include "tests/support/libvirt_direct.h"
+#include "tests/support/test_domains.h"
+#include "tests/support/wait_for.h"
 
 namespace virtgate::testing {
 namespace {
 
 constexpr const char* kLibvirtd = "/usr/sbin/libvirtd";
+constexpr const char* kVirsh = "/usr/bin/virsh";
 
 }  // namespace
-
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  absl::Duration backoff = absl::Milliseconds(1);
-  while (!condition()) {
-    if (absl::Now() >= deadline) return condition();
-    std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));  // poll interval, not sync
-    backoff = std::min(backoff * 2, absl::Milliseconds(50));
-  }
-  return true;
-}
 
 absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start(bool running) {
   if (access(kLibvirtd, X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         kLibvirtd, " not found: install Debian's libvirt-daemon package to run this test"));
   }
-  if (absl::Status s = EnsureLibvirtEventLoop(); !s.ok()) return s;
+  if (absl::Status s = EnsureEventLoop(); !s.ok()) return s;
   // A libvirt client in this process (an in-process server, the test's
   // own connections) writing to a daemon the test killed must get EPIPE,
   // not end the test binary: libvirt blocks SIGPIPE only around its own
@@ -120,9 +114,7 @@ absl::Status PrivateLibvirtd::Spawn() {
 
 void PrivateLibvirtd::Kill() {
   if (pid_ <= 0) return;
-  kill(pid_, SIGCONT);
-  kill(pid_, SIGKILL);
-  waitpid(pid_, nullptr, 0);
+  StopChild(pid_, absl::ZeroDuration());  // SIGKILL
   pid_ = -1;
 }
 
@@ -139,6 +131,21 @@ absl::Status PrivateLibvirtd::Restart() {
   return Spawn();
 }
 
+std::string PrivateLibvirtd::Log() const { return ReadFile(dir_ + "/libvirtd.log"); }
+
+CommandResult PrivateLibvirtd::Virsh(std::vector<std::string> args) const {
+  args.insert(args.begin(), {kVirsh, "-q", "-c", uri_});
+  return RunCommand(std::move(args));
+}
+
+std::string PrivateLibvirtd::WriteDomainXml(const std::string& name,
+                                            const std::string& uuid) const {
+  const std::string path = absl::StrCat(dir_, "/", name, ".xml");
+  std::ofstream out(path);
+  out << TestDomainXml(name, uuid) << "\n";
+  return path;
+}
+
 void PrivateLibvirtd::Pause() {
   if (pid_ > 0) kill(pid_, SIGSTOP);
 }
@@ -149,13 +156,7 @@ void PrivateLibvirtd::Resume() {
 
 PrivateLibvirtd::~PrivateLibvirtd() {
   if (pid_ > 0) {
-    kill(pid_, SIGCONT);
-    kill(pid_, SIGTERM);
-    int status = 0;
-    // A graceful stop first; SIGKILL if it hangs.
-    if (!WaitFor([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, absl::Seconds(10))) {
-      Kill();
-    }
+    StopChild(pid_, absl::Seconds(10));  // a graceful stop first; SIGKILL if it hangs
     pid_ = -1;
   }
   std::error_code ignored;
