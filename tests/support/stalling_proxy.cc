@@ -92,7 +92,10 @@ struct StallingProxy::State {
   int listener = -1;
   int wake[2] = {-1, -1};
   mutable absl::Mutex mu;
+  bool plain = false;  // any bytes (gRPC): no libvirt framing, never held
   bool hold_events ABSL_GUARDED_BY(mu) = false;
+  bool refuse ABSL_GUARDED_BY(mu) = false;
+  bool drop ABSL_GUARDED_BY(mu) = false;
   bool stopping ABSL_GUARDED_BY(mu) = false;
   int held ABSL_GUARDED_BY(mu) = 0;
 
@@ -104,11 +107,16 @@ struct StallingProxy::State {
   void Run() {
     std::vector<Pair> pairs;
     for (;;) {
-      bool hold;
+      bool hold, refusing;
       {
         absl::MutexLock lock(&mu);
         if (stopping) break;
         hold = hold_events;
+        refusing = refuse;
+        if (drop) {
+          for (Pair& p : pairs) p.closed = true;
+          drop = false;
+        }
       }
       if (!hold) {
         for (Pair& p : pairs) p.held = false;
@@ -129,7 +137,7 @@ struct StallingProxy::State {
         (void)!::read(wake[0], buf, sizeof buf);
       }
       const size_t polled = pairs.size();  // a pair accepted now is polled next time round
-      if (fds[0].revents & POLLIN) Accept(&pairs);
+      if (fds[0].revents & POLLIN) Accept(&pairs, refusing);
       for (size_t i = 0; i < polled; ++i) {
         Pair& p = pairs[i];
         const pollfd& c = fds[2 + 2 * i];
@@ -137,7 +145,12 @@ struct StallingProxy::State {
         if (!p.held && (c.revents & (POLLIN | POLLHUP | POLLERR))) {
           if (!Drain(p.client, &p.from_client)) p.closed = true;
         }
-        p.SplitPackets(hold);
+        if (plain) {
+          p.to_server.append(p.from_client);
+          p.from_client.clear();
+        } else {
+          p.SplitPackets(hold);
+        }
         if (!Flush(p.server, &p.to_server)) p.closed = true;
         if (!p.held && (s.revents & (POLLIN | POLLHUP | POLLERR))) {
           if (!Drain(p.server, &p.to_client)) p.closed = true;
@@ -166,9 +179,13 @@ struct StallingProxy::State {
     }
   }
 
-  void Accept(std::vector<Pair>* pairs) {
+  void Accept(std::vector<Pair>* pairs, bool refusing) {
     const int client = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (client < 0) return;
+    if (refusing) {
+      ::close(client);  // the client sees its connection close at once
+      return;
+    }
     const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr = Address(target);
     if (server < 0 || ::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
@@ -184,10 +201,16 @@ struct StallingProxy::State {
   }
 };
 
-absl::StatusOr<std::unique_ptr<StallingProxy>> StallingProxy::Start(
+absl::StatusOr<std::unique_ptr<StallingProxy>> StallingProxy::StartPlain(
     const std::string& target_path, const std::string& listen_path) {
+  return Start(target_path, listen_path, /*plain=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<StallingProxy>> StallingProxy::Start(
+    const std::string& target_path, const std::string& listen_path, bool plain) {
   auto state = std::make_shared<State>();
   state->target = target_path;
+  state->plain = plain;
   state->listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_un addr = Address(listen_path);
   ::unlink(listen_path.c_str());
@@ -225,6 +248,19 @@ void StallingProxy::Release() {
     state_->hold_events = false;
   }
   state_->Poke();
+}
+
+void StallingProxy::DropAll() {
+  {
+    absl::MutexLock lock(&state_->mu);
+    state_->drop = true;
+  }
+  state_->Poke();
+}
+
+void StallingProxy::Refuse(bool refuse) {
+  absl::MutexLock lock(&state_->mu);
+  state_->refuse = refuse;
 }
 
 int StallingProxy::held() const {

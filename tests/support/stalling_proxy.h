@@ -7,6 +7,10 @@
 // more passes either way until Release(). libvirtd, the test driver and
 // virtgated are the real ones; only the wire between them is stopped.
 //
+// The same fake wire, plain (any bytes), sits between a gRPC client and
+// virtgated's unix socket to drop connections on demand (DropAll) and keep
+// refusing new ones for a while (Refuse): what a network does to a client.
+//
 // Thread-safe. Its thread stops (closing every connection) on destruction.
 #pragma once
 
@@ -24,8 +28,18 @@ class StallingProxy {
  public:
   // Listens on `listen_path`, forwarding to the libvirtd socket `target_path`.
   static absl::StatusOr<std::unique_ptr<StallingProxy>> Start(const std::string& target_path,
-                                                              const std::string& listen_path);
+                                                              const std::string& listen_path,
+                                                              bool plain = false);
+  // Forwards any bytes (e.g. gRPC to virtgated's unix socket), never holding
+  // them: for DropAll and Refuse only.
+  static absl::StatusOr<std::unique_ptr<StallingProxy>> StartPlain(
+      const std::string& target_path, const std::string& listen_path);
   ~StallingProxy();
+
+  // Closes every connection now, both ways (a network that dropped them).
+  void DropAll();
+  // While true, new connections are accepted and closed at once.
+  void Refuse(bool refuse);
 
   // From now on, hold the connections that register for lifecycle events.
   void HoldEventConnections();
