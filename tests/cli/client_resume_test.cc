@@ -12,7 +12,6 @@
 #include <grpcpp/grpcpp.h>
 #include <libvirt/libvirt.h>
 
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +32,7 @@
 #include "tests/support/stalling_proxy.h"
 #include "tests/support/test_domains.h"
 #include "tests/support/wait_for.h"
+#include "tests/support/watch_recorder.h"
 #include "virtgate/client.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
@@ -44,59 +44,32 @@ using ::testing::IsEmpty;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
-// What a WatchLifecycle call delivered, for assertions; thread-safe.
-class Delivered {
- public:
-  WatchCallbacks Callbacks() {
-    WatchCallbacks cb;
-    cb.on_message = [this](const v1::WatchLifecycleResponse& m) {
-      std::lock_guard<std::mutex> lock(mu_);
-      messages_.push_back(m);
-      changed_.notify_all();
-    };
-    cb.on_resync = [this](const std::string& why) {
-      std::lock_guard<std::mutex> lock(mu_);
-      resyncs_.push_back(why);
-    };
-    cb.on_retry = [this](const absl::Status& why, absl::Duration) {
-      std::lock_guard<std::mutex> lock(mu_);
-      retries_.push_back(why);
-    };
-    return cb;
-  }
-  // Waits until an event or connection change with `sequence` arrived.
-  bool WaitForSequence(uint64_t sequence, absl::Duration timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return changed_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] {
-      return !messages_.empty() && messages_.back().sequence() >= sequence;
-    });
-  }
-  std::vector<v1::WatchLifecycleResponse> Messages() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return messages_;
-  }
-  std::vector<uint64_t> Sequences() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<uint64_t> out;
-    for (const auto& m : messages_) out.push_back(m.sequence());
-    return out;
-  }
-  std::vector<std::string> Resyncs() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return resyncs_;
-  }
-  std::vector<absl::Status> Retries() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return retries_;
-  }
+using Recorder = testing::WatchRecorder;
 
- private:
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::vector<v1::WatchLifecycleResponse> messages_;
-  std::vector<std::string> resyncs_;
-  std::vector<absl::Status> retries_;
-};
+std::vector<uint64_t> Sequences(Recorder& r) {
+  return r.With([](const Recorder::State& s) {
+    std::vector<uint64_t> out;
+    for (const auto& m : s.messages) out.push_back(m.sequence());
+    return out;
+  });
+}
+std::vector<v1::WatchLifecycleResponse> Messages(Recorder& r) {
+  return r.With([](const Recorder::State& s) { return s.messages; });
+}
+std::vector<std::string> Resyncs(Recorder& r) {
+  return r.With([](const Recorder::State& s) {
+    std::vector<std::string> out;
+    for (const auto& x : s.resyncs) out.push_back(x.why);
+    return out;
+  });
+}
+std::vector<absl::Status> Retries(Recorder& r) {
+  return r.With([](const Recorder::State& s) {
+    std::vector<absl::Status> out;
+    for (const auto& x : s.retries) out.push_back(x.why);
+    return out;
+  });
+}
 
 // A fake, for what no real virtgated does: on a resumed watch it replays
 // from two events before the resume point. Its first stream sends events 1
@@ -153,24 +126,28 @@ TEST(ClientResumeTest, ReplayedEventsAreDeliveredOnce) {
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Connect(absl::StrCat("127.0.0.1:", port));
   ASSERT_TRUE(client.ok()) << client.status();
-  Delivered delivered;
-  WatchSession session;
-  absl::Status result;
-  std::thread watch([&] {
-    result = (*client)->WatchLifecycle(v1::WatchLifecycleRequest(), delivered.Callbacks(), &session);
-  });
-  const bool got_all = delivered.WaitForSequence(8, kWait);
-  session.Cancel();
-  watch.join();
+  std::vector<uint64_t> sequences;
+  std::vector<std::string> resyncs;
+  std::vector<absl::Status> retries;
+  {
+    Recorder delivered;
+    delivered.Start(**client, v1::WatchLifecycleRequest());
+    const bool got_all = delivered.WaitForSequence(8, kWait);
+    delivered.session().Cancel();
+    ASSERT_TRUE(delivered.WaitUntil([](const Recorder::State& s) { return s.result.has_value(); },
+                                    kWait));
+    EXPECT_TRUE(delivered.With([](const Recorder::State& s) { return *s.result; }).ok());
+    sequences = Sequences(delivered);
+    resyncs = Resyncs(delivered);
+    retries = Retries(delivered);
+    ASSERT_TRUE(got_all) << "delivered: " << ::testing::PrintToString(sequences);
+  }
   server->Shutdown();
-  ASSERT_TRUE(got_all) << "delivered: " << ::testing::PrintToString(delivered.Sequences());
-  EXPECT_TRUE(result.ok()) << result;
 
-  EXPECT_THAT(delivered.Sequences(), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
-  EXPECT_THAT(delivered.Resyncs(), IsEmpty());
-  ASSERT_EQ(delivered.Retries().size(), 1u);
-  EXPECT_EQ(delivered.Retries()[0].code(), absl::StatusCode::kUnavailable)
-      << delivered.Retries()[0];
+  EXPECT_THAT(sequences, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(resyncs, IsEmpty());
+  ASSERT_EQ(retries.size(), 1u);
+  EXPECT_EQ(retries[0].code(), absl::StatusCode::kUnavailable) << retries[0];
   const std::vector<v1::WatchLifecycleRequest> requests = fake.Requests();
   ASSERT_EQ(requests.size(), 2u);
   EXPECT_EQ(requests[1].resume_after_sequence(), 5u);
@@ -252,20 +229,8 @@ TEST_F(ClientResumeServerTest, ResumesAfterADroppedConnection) {
       Client::Connect("unix:" + dir.path() + "/proxy.sock", options);
   ASSERT_TRUE(client.ok()) << client.status();
 
-  Delivered delivered;
-  WatchSession session;
-  absl::Status result;
-  std::thread watch([&] {
-    result = (*client)->WatchLifecycle(v1::WatchLifecycleRequest(), delivered.Callbacks(), &session);
-  });
-  struct Stop {
-    WatchSession& s;
-    std::thread& t;
-    ~Stop() {
-      s.Cancel();
-      if (t.joinable()) t.join();
-    }
-  } stop{session, watch};
+  Recorder delivered;
+  delivered.Start(**client, v1::WatchLifecycleRequest());
   // Live: an event goes through the proxy.
   ASSERT_TRUE(testing::WaitFor([&] {
     Define("before", true);
@@ -274,21 +239,22 @@ TEST_F(ClientResumeServerTest, ResumesAfterADroppedConnection) {
 
   (*proxy)->Refuse(true);
   (*proxy)->DropAll();
-  const size_t retries = delivered.Retries().size();
+  const size_t retries = Retries(delivered).size();
   for (int i = 0; i < 10; ++i) Define(absl::StrCat("during-", i), true);
   const uint64_t during = LastSequence();
   // The client has noticed, and failed to get back in, at least once.
-  ASSERT_TRUE(testing::WaitFor([&] { return delivered.Retries().size() >= retries + 2; }, kWait));
+  ASSERT_TRUE(delivered.WaitUntil(
+      [&](const Recorder::State& s) { return s.retries.size() >= retries + 2; }, kWait));
   (*proxy)->Refuse(false);
   Define("after");
   ASSERT_TRUE(delivered.WaitForSequence(LastSequence(), kWait))
-      << "delivered up to " << delivered.Sequences().back() << " of " << LastSequence();
+      << "delivered up to " << Sequences(delivered).back() << " of " << LastSequence();
 
-  const std::vector<v1::WatchLifecycleResponse> ms = delivered.Messages();
+  const std::vector<v1::WatchLifecycleResponse> ms = Messages(delivered);
   ExpectConsecutive(ms);
-  EXPECT_THAT(delivered.Resyncs(), IsEmpty()) << "the same epoch resumes, never re-lists";
+  EXPECT_THAT(Resyncs(delivered), IsEmpty()) << "the same epoch resumes, never re-lists";
   EXPECT_GE(ms.back().sequence(), during + 1);
-  for (const absl::Status& why : delivered.Retries()) {
+  for (const absl::Status& why : Retries(delivered)) {
     EXPECT_EQ(why.code(), absl::StatusCode::kUnavailable) << why;
   }
 }
@@ -299,31 +265,24 @@ TEST_F(ClientResumeServerTest, ResumesAfterFallingBehind) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--watch_queue_depth=16"}));
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(server_->target());
   ASSERT_TRUE(client.ok()) << client.status();
-  Delivered delivered;
   absl::Notification release;
-  WatchCallbacks callbacks = delivered.Callbacks();
-  WatchCallbacks blocking = callbacks;
-  blocking.on_message = [&](const v1::WatchLifecycleResponse& m) {
-    callbacks.on_message(m);
+  struct Release {
+    absl::Notification& r;
+    ~Release() {
+      if (!r.HasBeenNotified()) r.Notify();
+    }
+  };
+  Recorder delivered;  // destroyed (cancelled, joined) after `released`
+  Release released{release};
+  WatchCallbacks blocking = delivered.Callbacks();
+  blocking.on_message = [&, record = blocking.on_message](const v1::WatchLifecycleResponse& m) {
+    record(m);
     release.WaitForNotification();  // the first message holds the stream
   };
-  WatchSession session;
-  absl::Status result;
-  std::thread watch(
-      [&] { result = (*client)->WatchLifecycle(v1::WatchLifecycleRequest(), blocking, &session); });
-  struct Stop {
-    WatchSession& s;
-    std::thread& t;
-    absl::Notification& r;
-    ~Stop() {
-      if (!r.HasBeenNotified()) r.Notify();
-      s.Cancel();
-      if (t.joinable()) t.join();
-    }
-  } stop{session, watch, release};
+  delivered.Start(**client, v1::WatchLifecycleRequest(), blocking);
   ASSERT_TRUE(testing::WaitFor([&] {
     Define("first", true);
-    return !delivered.Sequences().empty();
+    return !Sequences(delivered).empty();
   }, kWait));
   // Far more than the queue and gRPC's flow-control window hold.
   constexpr int kPairs = 2000;
@@ -331,11 +290,11 @@ TEST_F(ClientResumeServerTest, ResumesAfterFallingBehind) {
   const uint64_t last = LastSequence();
   release.Notify();
   ASSERT_TRUE(delivered.WaitForSequence(last, kWait))
-      << "delivered up to " << delivered.Sequences().back() << " of " << last;
-  ExpectConsecutive(delivered.Messages());
-  EXPECT_THAT(delivered.Resyncs(), IsEmpty()) << "history (10,000) reaches back: resume";
+      << "delivered up to " << Sequences(delivered).back() << " of " << last;
+  ExpectConsecutive(Messages(delivered));
+  EXPECT_THAT(Resyncs(delivered), IsEmpty()) << "history (10,000) reaches back: resume";
   bool fell_behind = false;
-  for (const absl::Status& why : delivered.Retries()) {
+  for (const absl::Status& why : Retries(delivered)) {
     fell_behind = fell_behind || why.code() == absl::StatusCode::kResourceExhausted;
   }
   EXPECT_TRUE(fell_behind) << "the server never cut the slow watcher off";

@@ -56,6 +56,7 @@
 #include "tests/support/private_libvirtd.h"
 #include "tests/support/server_process.h"
 #include "tests/support/wait_for.h"
+#include "tests/support/watch_recorder.h"
 #include "virtgate/client.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
@@ -277,113 +278,30 @@ std::string Describe(std::optional<int> status) {
   return status.has_value() ? DescribeWaitStatus(*status) : "still running";
 }
 
-// Everything WatchLifecycle reported, for a watch running on its own thread.
-class Recorder {
- public:
-  WatchCallbacks Callbacks() {
-    WatchCallbacks cb;
-    cb.on_message = [this](const v1::WatchLifecycleResponse& m) {
-      std::lock_guard<std::mutex> lock(mu_);
-      messages_.push_back(m);
-      changed_.notify_all();
-    };
-    cb.on_resync = [this](const std::string& why) {
-      std::lock_guard<std::mutex> lock(mu_);
-      resyncs_.push_back({why, messages_.size()});
-      changed_.notify_all();
-    };
-    cb.on_retry = [this](const absl::Status& why, absl::Duration delay) {
-      std::lock_guard<std::mutex> lock(mu_);
-      retries_.push_back({why, delay});
-      changed_.notify_all();
-    };
-    return cb;
-  }
+using Recorder = testing::WatchRecorder;
 
-  // Runs WatchLifecycle on a new thread.
-  void Start(const Client& client, v1::WatchLifecycleRequest request) {
-    thread_ = std::thread([this, &client, request] {
-      absl::Status result = client.WatchLifecycle(request, Callbacks(), &session_);
-      std::lock_guard<std::mutex> lock(mu_);
-      result_ = result;
-      changed_.notify_all();
-    });
-  }
-
-  ~Recorder() {
-    session_.Cancel();
-    if (thread_.joinable()) thread_.join();
-  }
-
-  WatchSession& session() { return session_; }
-
-  struct Resync {
-    std::string why;
-    size_t at;  // messages delivered before it
-  };
-  struct Retry {
-    absl::Status why;
-    absl::Duration delay;
-  };
-  struct State {
-    const std::vector<v1::WatchLifecycleResponse>& messages;
-    const std::vector<Resync>& resyncs;
-    const std::vector<Retry>& retries;
-    const std::optional<absl::Status>& result;
-  };
-
-  // Waits until `condition` holds (true) or `timeout` passed (false).
-  bool WaitUntil(const std::function<bool(const State&)>& condition, absl::Duration timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    const State state{messages_, resyncs_, retries_, result_};
-    return changed_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                             [&] { return condition(state); });
-  }
-
-  // A copy of the state, for assertions.
-  template <typename F>
-  auto With(F f) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return f(State{messages_, resyncs_, retries_, result_});
-  }
-
-  // Probes until the watch reports the probe domain.
-  absl::Status WaitUntilLive(const PrivateLibvirtd& libvirtd) {
-    const absl::Time deadline = absl::Now() + kStartDeadline;
-    while (absl::Now() < deadline) {
-      for (const char* action : {"start", "destroy"}) {
-        CommandResult r = libvirtd.Virsh({action, kProbe});
-        if (r.exit_code != 0) return absl::InternalError(r.Describe());
-      }
-      if (WaitUntil([](const State& s) { return s.result.has_value() || HasEventOf(s, kProbe); },
-                    kProbeRound)) {
-        return With([](const State& s) {
-          return s.result.has_value() ? absl::InternalError(absl::StrCat(
-                                            "the watch ended: ", s.result->ToString()))
-                                      : absl::OkStatus();
-        });
-      }
+// Probes until the watch reports the probe domain.
+absl::Status WaitUntilLive(Recorder& recorder, const PrivateLibvirtd& libvirtd) {
+  const absl::Time deadline = absl::Now() + kStartDeadline;
+  while (absl::Now() < deadline) {
+    for (const char* action : {"start", "destroy"}) {
+      CommandResult r = libvirtd.Virsh({action, kProbe});
+      if (r.exit_code != 0) return absl::InternalError(r.Describe());
     }
-    return absl::DeadlineExceededError("the watch never reported the probe");
-  }
-
-  static bool HasEventOf(const State& s, absl::string_view domain, size_t from = 0) {
-    for (size_t i = from; i < s.messages.size(); ++i) {
-      if (s.messages[i].has_event() && s.messages[i].event().domain_name() == domain) return true;
+    if (recorder.WaitUntil(
+            [](const Recorder::State& s) {
+              return s.result.has_value() || Recorder::HasEventOf(s, kProbe);
+            },
+            kProbeRound)) {
+      return recorder.With([](const Recorder::State& s) {
+        return s.result.has_value()
+                   ? absl::InternalError(absl::StrCat("the watch ended: ", s.result->ToString()))
+                   : absl::OkStatus();
+      });
     }
-    return false;
   }
-
- private:
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::vector<v1::WatchLifecycleResponse> messages_;
-  std::vector<Resync> resyncs_;
-  std::vector<Retry> retries_;
-  std::optional<absl::Status> result_;
-  WatchSession session_;
-  std::thread thread_;
-};
+  return absl::DeadlineExceededError("the watch never reported the probe");
+}
 
 // One libvirtd and one virtgated for the suite; each test uses domains of
 // its own, and tests that kill a server start their own.
@@ -654,7 +572,7 @@ TEST_F(WatchTest, LibraryResyncsWhenTheServerRestartsWithANewEpoch) {
   ASSERT_TRUE(client.ok()) << client.status();
   Recorder recorder;
   recorder.Start(**client, v1::WatchLifecycleRequest());
-  ASSERT_TRUE(recorder.WaitUntilLive(*libvirtd_).ok());
+  ASSERT_TRUE(WaitUntilLive(recorder, *libvirtd_).ok());
 
   Virsh({"define", libvirtd_->WriteDomainXml("resync1")});
   ASSERT_TRUE(recorder.WaitUntil(
@@ -840,7 +758,7 @@ TEST_F(WatchTest, LibraryKeepsRetryingWhileTheServerIsDownAndCancelIsPrompt) {
   ASSERT_TRUE(client.ok()) << client.status();
   Recorder recorder;
   recorder.Start(**client, v1::WatchLifecycleRequest());
-  ASSERT_TRUE(recorder.WaitUntilLive(*libvirtd_).ok());
+  ASSERT_TRUE(WaitUntilLive(recorder, *libvirtd_).ok());
 
   absl::StatusOr<int> ended = (*server)->Terminate();
   ASSERT_TRUE(ended.ok()) << ended.status();
