@@ -39,11 +39,8 @@ using Watcher = testing::WatchCollector;
 class DomainCacheIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> d = PrivateLibvirtd::Start();
-    ASSERT_TRUE(d.ok()) << d.status();
-    daemon_ = *std::move(d);
-    admin_.reset(virConnectOpen(daemon_->uri().c_str()));
-    ASSERT_NE(admin_, nullptr);
+    absl::Status started = testing::StartWithAdmin(&daemon_, &admin_);
+    ASSERT_TRUE(started.ok()) << started;
   }
   void StartServer() {
     Server::Options o;

@@ -34,11 +34,8 @@ using testing::WaitFor;
 class EventStallIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> d = PrivateLibvirtd::Start();
-    ASSERT_TRUE(d.ok()) << d.status();
-    daemon_ = *std::move(d);
-    admin_.reset(virConnectOpen(daemon_->uri().c_str()));
-    ASSERT_NE(admin_, nullptr);
+    absl::Status started = testing::StartWithAdmin(&daemon_, &admin_);
+    ASSERT_TRUE(started.ok()) << started;
     ASSERT_TRUE(testing::DefineDomains(admin_.get(), "vm-", 20, 2).ok());
     const std::string socket = daemon_->uri().substr(daemon_->uri().find("socket=") + 7);
     const std::string proxied = socket.substr(0, socket.rfind('/')) + "/proxy-sock";
@@ -160,7 +157,7 @@ TEST_F(EventStallIntegrationTest, RestartedLibvirtdIsServedWhileTheEventResyncIs
   proxy_->HoldEventConnections();
   admin_.reset();
   ASSERT_TRUE(daemon_->Restart().ok());
-  admin_.reset(virConnectOpen(daemon_->uri().c_str()));
+  admin_ = daemon_->Connect();
   ASSERT_TRUE(watch.WaitForMessage(
       [](const v1::WatchLifecycleResponse& m) {
         return m.has_connection() && m.connection().state() == v1::ConnectionChange::STATE_LOST;

@@ -45,7 +45,7 @@ class WatchLifecycleIntegrationTest : public ::testing::Test {
     if (d.status().code() == absl::StatusCode::kFailedPrecondition) GTEST_SKIP() << d.status();
     ASSERT_TRUE(d.ok()) << d.status();
     daemon_ = *std::move(d);
-    admin_.reset(virConnectOpen(daemon_->uri().c_str()));
+    admin_ = daemon_->Connect();
     ASSERT_NE(admin_, nullptr);
     StartServer(/*queue_depth=*/1024);
   }
@@ -321,7 +321,7 @@ TEST_F(WatchLifecycleIntegrationTest, InitialViewPlusEventsEqualsLibvirtUnderChu
   WaitSubscribed(1);
   std::atomic<bool> stop{false};
   std::thread churner([&] {
-    ConnectHandle conn(virConnectOpen(daemon_->uri().c_str()));
+    ConnectHandle conn = daemon_->Connect();
     for (int round = 0; !stop && round < 100000; ++round) {
       DomainHandle d(virDomainLookupByName(conn.get(), names[round % kDomains].c_str()));
       int state = 0, reason = 0;

@@ -136,7 +136,7 @@ class ResilienceTest : public ::testing::Test {
     return stub_->ListDomains(&ctx, req, out);
   }
   ConnectHandle Admin() {
-    ConnectHandle c(virConnectOpen(daemon_->uri().c_str()));
+    ConnectHandle c = daemon_->Connect();
     EXPECT_NE(c, nullptr);
     return c;
   }

@@ -163,4 +163,15 @@ PrivateLibvirtd::~PrivateLibvirtd() {
   std::filesystem::remove_all(dir_, ignored);
 }
 
+absl::Status StartWithAdmin(std::unique_ptr<PrivateLibvirtd>* daemon, ConnectHandle* admin) {
+  absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> d = PrivateLibvirtd::Start();
+  if (!d.ok()) return d.status();
+  *daemon = *std::move(d);
+  *admin = (*daemon)->Connect();
+  if (*admin == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot connect to ", (*daemon)->uri()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace virtgate::testing

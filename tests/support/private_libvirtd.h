@@ -12,6 +12,7 @@
 // thread (gtest's SetUpTestSuite and test bodies are).
 #pragma once
 
+#include <libvirt/libvirt.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/libvirt/handles.h"
 #include "tests/support/command.h"
 
 namespace virtgate::testing {
@@ -33,6 +35,9 @@ class PrivateLibvirtd {
 
   // test+unix:///default?socket=<dir>/libvirt-sock
   const std::string& uri() const { return uri_; }
+  // A read-write connection of the test's own (null if it does not open):
+  // how a test changes domains, as another tool would.
+  ConnectHandle Connect() const { return ConnectHandle(virConnectOpen(uri_.c_str())); }
   pid_t pid() const { return pid_; }
   // Its private directory (socket, config, log); removed with it.
   const std::string& dir() const { return dir_; }
@@ -59,5 +64,9 @@ class PrivateLibvirtd {
   std::string uri_;
   pid_t pid_ = -1;
 };
+
+// Starts a PrivateLibvirtd into `*daemon` and opens `*admin`, a read-write
+// connection of the test's own to it.
+absl::Status StartWithAdmin(std::unique_ptr<PrivateLibvirtd>* daemon, ConnectHandle* admin);
 
 }  // namespace virtgate::testing
