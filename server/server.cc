@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -71,6 +72,9 @@ absl::Status ValidateOptions(const Server::Options& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_replacement_workers must be between 0 and 1024, got ",
         options.max_replacement_workers));
+  }
+  if (options.max_call_time <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--max_call_time must be positive");
   }
   return absl::OkStatus();
 }
@@ -145,8 +149,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
     server->StopLibvirt(absl::Now() + absl::Seconds(1));
     return s;
   }
-  server->health_ = std::make_unique<HealthReporter>(
-      server->availability_, server->grpc_server_->GetHealthCheckService());
+  server->health_ =
+      std::make_unique<HealthReporter>(server->availability_, server->health_service_.get());
   LogInfo("serving virtgate.v1.Hypervisor on ", server->address_, " for ", o.libvirt_uri,
           o.read_only ? " (read-only)" : " (read-write)", "; ", o.pool_size,
           " call connections, ", o.workers, " workers");
@@ -166,9 +170,10 @@ void Server::WaitForLibvirt() {
 }
 
 absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials) {
-  grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  if (absl::Status s = PrepareListener(listen_); !s.ok()) return s;
+  absl::StatusOr<int> lock = PrepareListener(listen_);
+  if (!lock.ok()) return lock.status();
+  listen_lock_fd_ = *lock;
   grpc::ServerBuilder builder;
   int selected_port = 0;
   builder.AddListeningPort(options_.listen, credentials, &selected_port);
@@ -180,7 +185,12 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(service_.get());
+  builder.RegisterService(health_service_.get());
+  // A unix socket is created mode 0660 (owner and group may connect) from
+  // the start: the umask applies while gRPC binds it.
+  const mode_t umask_before = listen_.unix_socket ? umask(0117) : 0;
   grpc_server_ = builder.BuildAndStart();
+  if (listen_.unix_socket) umask(umask_before);
   if (!grpc_server_ || selected_port == 0) {
     grpc_server_.reset();
     return absl::UnavailableError(
@@ -189,10 +199,6 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   port_ = selected_port;
   if (listen_.unix_socket) {
     address_ = options_.listen;
-    // Owner and group may connect (a unix socket needs write permission).
-    if (chmod(listen_.path.c_str(), 0660) != 0) {
-      LogWarning("chmod 0660 ", listen_.path, ": ", std::strerror(errno));
-    }
   } else {
     address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')), ":",
                             selected_port);
@@ -220,7 +226,7 @@ void Server::Shutdown(absl::Duration grace) {
   const absl::Time deadline = absl::Now() + grace;
   // NOT_SERVING first, and for good: load balancers drain us while we finish.
   health_->Stop();
-  grpc_server_->GetHealthCheckService()->Shutdown();
+  health_service_->Shutdown();  // and ends health watches, which would hold us
   // Watches never end by themselves: end them now, telling clients where to
   // resume, rather than holding shutdown for the whole grace period.
   const size_t watches = service_->open_watches();
@@ -235,6 +241,7 @@ void Server::Wait() { grpc_server_->Wait(); }
 
 Server::~Server() {
   if (grpc_server_) Shutdown(absl::ZeroDuration());
+  if (listen_lock_fd_ >= 0) close(listen_lock_fd_);
 }
 
 }  // namespace virtgate

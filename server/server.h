@@ -27,6 +27,7 @@
 #include "server/reads/facts_reader.h"
 #include "server/reads/libvirt_lister.h"
 #include "server/rpc/health_reporter.h"
+#include "server/rpc/health_service.h"
 #include "server/rpc/hypervisor_service.h"
 #include "server/rpc/listen_address.h"
 #include "server/state/availability.h"
@@ -104,6 +105,7 @@ class Server {
 
   const Options options_;
   ListenAddress listen_;
+  int listen_lock_fd_ = -1;  // a unix socket's lock, held while we live
   std::string address_;
   int port_ = 0;
   std::shared_ptr<Availability> availability_ = std::make_shared<Availability>();
@@ -122,6 +124,8 @@ class Server {
   std::shared_ptr<DomainLister> lister_;
   std::unique_ptr<TimerThread> timers_;  // outlives the gRPC server's reactors
   std::unique_ptr<HypervisorService> service_;
+  // grpc.health.v1; outlives the gRPC server (its reactors call back).
+  std::unique_ptr<HealthService> health_service_ = std::make_unique<HealthService>();
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HealthReporter> health_;
   absl::Mutex shutdown_mu_;

@@ -17,10 +17,22 @@ TimerThread::~TimerThread() {
   thread_.join();
 }
 
-void TimerThread::Schedule(absl::Time at, std::function<void()> callback) {
+TimerThread::Id TimerThread::Schedule(absl::Time at, std::function<void()> callback) {
   absl::MutexLock lock(&mu_);
   if (pending_.empty() || at < pending_.begin()->first) changed_ = true;
-  pending_.emplace(at, std::move(callback));
+  const Id id = next_id_++;
+  by_id_.emplace(id, pending_.emplace(at, std::make_pair(id, std::move(callback))));
+  return id;
+}
+
+void TimerThread::Cancel(Id id) {
+  std::function<void()> dropped;  // destroyed outside the lock
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  dropped = std::move(it->second->second.second);
+  pending_.erase(it->second);
+  by_id_.erase(it);
 }
 
 bool TimerThread::DueOrStopping() const {
@@ -39,7 +51,8 @@ void TimerThread::Loop() {
       changed_ = false;
       const absl::Time now = absl::Now();
       while (!pending_.empty() && pending_.begin()->first <= now) {
-        due.push_back(std::move(pending_.begin()->second));
+        by_id_.erase(pending_.begin()->second.first);
+        due.push_back(std::move(pending_.begin()->second.second));
         pending_.erase(pending_.begin());
       }
     }

@@ -1,4 +1,4 @@
-// HealthReporter: tells gRPC's standard health service (grpc.health.v1)
+// HealthReporter: tells the health service (grpc.health.v1, HealthService)
 // what Availability says, on a thread of its own:
 //   ""  and "virtgate.v1.Hypervisor"      SERVING while a call connection is
 //                                          up (calls are served);
@@ -25,7 +25,7 @@ inline constexpr char kEventsHealthService[] = "virtgate.v1.Hypervisor/WatchLife
 
 class HealthReporter {
  public:
-  // `health` must outlive Stop() (the gRPC server owns it).
+  // `health` must outlive Stop().
   HealthReporter(std::shared_ptr<Availability> availability,
                  grpc::HealthCheckServiceInterface* health);
   ~HealthReporter();  // Stop()

@@ -1,7 +1,9 @@
 #include "server/rpc/listen_address.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -43,7 +45,10 @@ absl::StatusOr<ListenAddress> ParseUnix(const std::string& text) {
   if (a.path.empty() || a.path[0] != '/') {
     return Bad(text, "a unix socket needs an absolute path (unix:/run/virtgate/virtgate.sock)");
   }
-  if (a.path.find('\0') != std::string::npos) return Bad(text, "the path contains a NUL byte");
+  if (a.path.find_first_of(std::string("\0%?#", 4)) != std::string::npos) {
+    // gRPC reads the target as a URI: these would name another file.
+    return Bad(text, "the path contains a NUL byte, '%', '?' or '#'");
+  }
   if (a.path.size() >= sizeof(sockaddr_un{}.sun_path)) {
     return Bad(text, absl::StrCat("a unix socket path is at most ",
                                   sizeof(sockaddr_un{}.sun_path) - 1, " bytes"));
@@ -97,7 +102,8 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
       return Bad(text, "an IPv6 address goes in brackets: [::1]:50051");
     }
     for (char c : a.host) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' &&
+          c != '_') {
         return Bad(text, absl::StrCat("\"", absl::CEscape(a.host), "\" is not a host name or address"));
       }
     }
@@ -112,41 +118,50 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
   return a;
 }
 
-absl::Status PrepareListener(const ListenAddress& a) {
-  if (!a.unix_socket) return absl::OkStatus();
+absl::StatusOr<int> PrepareListener(const ListenAddress& a) {
+  if (!a.unix_socket) return -1;
+  const std::string lock_path = a.path + ".lock";
+  const int lock = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot listen on ", a.text, ": ", lock_path, ": ", std::strerror(errno)));
+  }
+  if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    close(lock);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to listen on ", a.text, ": another server is listening there (it holds ",
+        lock_path, ")"));
+  }
+  auto refuse = [&](const std::string& why) {
+    close(lock);
+    return absl::FailedPreconditionError(absl::StrCat("refusing to listen on ", a.text, ": ", why));
+  };
   struct stat st {};
   if (lstat(a.path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot listen on ", a.text, ": ", std::strerror(errno)));
+    if (errno == ENOENT) return lock;
+    return refuse(std::strerror(errno));
   }
-  if (S_ISLNK(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "refusing to listen on ", a.text, ": it is a symbolic link; give the real path"));
-  }
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "refusing to listen on ", a.text, ": a file that is not a socket is in the way"));
-  }
-  // A socket: live (another server answers) or left by one that died.
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  if (S_ISLNK(st.st_mode)) return refuse("it is a symbolic link; give the real path");
+  if (!S_ISSOCK(st.st_mode)) return refuse("a file that is not a socket is in the way");
+  // A socket: live (another server answers, or its backlog is full) or left
+  // by one that died (refused). Never blocks on a wedged server.
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return refuse(absl::StrCat("socket: ", std::strerror(errno)));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, a.path.data(), a.path.size());
-  const bool answers = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  const int rc = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
   const int connect_errno = errno;
   close(fd);
-  if (answers || connect_errno != ECONNREFUSED) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "refusing to listen on ", a.text, ": ",
-        answers ? "another server is listening there" : std::strerror(connect_errno)));
+  if (rc == 0 || connect_errno == EAGAIN || connect_errno == EINPROGRESS) {
+    return refuse("another server is listening there");
   }
+  if (connect_errno == ENOENT) return lock;  // gone meanwhile
+  if (connect_errno != ECONNREFUSED) return refuse(std::strerror(connect_errno));
   if (unlink(a.path.c_str()) != 0 && errno != ENOENT) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot remove the stale socket ", a.path, ": ", std::strerror(errno)));
+    return refuse(absl::StrCat("cannot remove the stale socket: ", std::strerror(errno)));
   }
-  return absl::OkStatus();
+  return lock;
 }
 
 std::string DiagnoseListenFailure(const ListenAddress& a) {
@@ -155,7 +170,7 @@ std::string DiagnoseListenFailure(const ListenAddress& a) {
     if (!dir.empty() && access(dir.c_str(), W_OK | X_OK) != 0) {
       return absl::StrCat("directory ", dir, ": ", std::strerror(errno));
     }
-    return "bind failed";
+    return "gRPC could not bind it";
   }
   sockaddr_storage addr{};
   socklen_t len = 0;
@@ -166,7 +181,7 @@ std::string DiagnoseListenFailure(const ListenAddress& a) {
   const int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as gRPC does
   why = bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0
-            ? "bind failed"
+            ? "gRPC could not bind it (a bind of our own just worked)"
             : (errno == EADDRINUSE ? "address in use" : std::strerror(errno));
   close(fd);
   return why;

@@ -30,10 +30,14 @@ struct ListenAddress {
 // INVALID_ARGUMENT, naming what is wrong, for anything else.
 absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text);
 
-// Before gRPC binds a unix socket: a socket file nothing answers on (left by
-// a server that died) is removed; a live one, a symlink or any other file is
-// refused (FAILED_PRECONDITION). Nothing to do for TCP.
-absl::Status PrepareListener(const ListenAddress& address);
+// Before gRPC binds a unix socket. First an exclusive lock on
+// "<path>.lock", held as long as the returned descriptor is open (keep it
+// for the server's lifetime): of two servers starting at once on one path,
+// the second is refused before it can unlink the first one's socket. Then a
+// socket file nothing answers on (left by a server that died) is removed; a
+// live one, a symlink or any other file is refused (FAILED_PRECONDITION).
+// For TCP: nothing to do, -1.
+absl::StatusOr<int> PrepareListener(const ListenAddress& address);
 
 // After gRPC could not listen: why, from a bind of our own ("address in
 // use", "permission denied", "cannot resolve"...).

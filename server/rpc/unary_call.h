@@ -38,7 +38,7 @@ namespace virtgate {
 // Where a unary call's libvirt work runs, and for how long at most.
 struct CallRunner {
   WorkerPool* workers = nullptr;
-  TimerThread* timers = nullptr;  // ends calls at max_call_time
+  TimerThread* timers = nullptr;  // ends calls at max_call_time (none: no limit)
   absl::Duration max_call_time = absl::Seconds(60);
 };
 
@@ -56,12 +56,6 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
     const absl::Time deadline = std::min(client_deadline, limit);
     auto* call = new UnaryCall(response, deadline);
     std::shared_ptr<Shared> shared = call->shared_;
-    if (limit < client_deadline) {
-      runner.timers->Schedule(limit, [shared] {
-        shared->Finish(absl::DeadlineExceededError(
-            "deadline exceeded: the call reached virtgated's limit (--max_call_time)"));
-      });
-    }
     absl::Status queued = runner.workers->Submit([shared, deadline, work = std::move(work)](bool cancelled) {
       if (cancelled) {
         shared->Finish(absl::UnavailableError("server shutting down"));
@@ -75,7 +69,11 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
       }
       shared->Finish(work(deadline));
     }, deadline);
-    if (!queued.ok()) shared->Finish(queued);
+    if (!queued.ok()) {
+      shared->Finish(queued);
+    } else if (limit < client_deadline && runner.timers != nullptr) {
+      shared->EndAt(runner.timers, limit);
+    }
     return call;
   }
 
@@ -88,19 +86,38 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  struct Shared {
+  struct Shared : std::enable_shared_from_this<Shared> {
     explicit Shared(UnaryCall* c, Response* r) : call(c), response(r) {}
 
     bool finished() {
       absl::MutexLock lock(&mu);
       return done;
     }
+    // Finishes the call with DEADLINE_EXCEEDED at `at` unless it finished
+    // first; the timer is cancelled when it does.
+    void EndAt(TimerThread* timers, absl::Time at) {
+      const TimerThread::Id id = timers->Schedule(at, [self = this->shared_from_this()] {
+        self->Finish(absl::DeadlineExceededError(
+            "deadline exceeded: the call reached virtgated's limit (--max_call_time)"));
+      });
+      {
+        absl::MutexLock lock(&mu);
+        if (!done) {
+          timer = {timers, id};
+          return;
+        }
+      }
+      timers->Cancel(id);  // it finished meanwhile
+    }
     void Finish(absl::StatusOr<Response> result) {
+      std::pair<TimerThread*, TimerThread::Id> armed{nullptr, 0};
       {
         absl::MutexLock lock(&mu);
         if (done) return;
         done = true;
+        std::swap(armed, timer);
       }
+      if (armed.first != nullptr) armed.first->Cancel(armed.second);
       // Winner of the race: the reactor and the response are alive until
       // Finish completes the call.
       if (result.ok()) *response = std::move(*result);
@@ -109,6 +126,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
     absl::Mutex mu;
     bool done ABSL_GUARDED_BY(mu) = false;
+    std::pair<TimerThread*, TimerThread::Id> timer ABSL_GUARDED_BY(mu){nullptr, 0};
     UnaryCall* const call;
     Response* const response;
   };

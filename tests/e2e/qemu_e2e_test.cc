@@ -849,13 +849,18 @@ TEST_F(QemuE2eTest, TwentyGuestsChurnWhileTenWatchersStream) {
           kEventTimeout))
           << "libvirt's own subscription never saw the sentinel";
       std::map<std::string, std::vector<std::string>> got, want;
+      // DEFINED events are left out on both sides: the guests' definitions,
+      // just before the subscriptions, may reach one and not the other; the
+      // churn defines nothing.
       for (const auto& m : watchers[w]->Messages()) {
         if (!m.has_event() || m.event().synthetic()) continue;
+        if (m.event().type_code() == VIR_DOMAIN_EVENT_DEFINED) continue;
         if (!absl::StartsWith(m.event().domain_name(), guests_->prefix())) continue;
         got[m.event().domain_name()].push_back(
             absl::StrCat(m.event().type_code(), "/", m.event().detail_code()));
       }
       for (const auto& e : direct.value()->Events()) {
+        if (e.type == VIR_DOMAIN_EVENT_DEFINED) continue;
         want[e.name].push_back(absl::StrCat(e.type, "/", e.detail));
       }
       EXPECT_EQ(got, want) << "virtgate's events (type/detail codes) differ from libvirt's";

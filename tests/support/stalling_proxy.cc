@@ -107,16 +107,15 @@ struct StallingProxy::State {
   void Run() {
     std::vector<Pair> pairs;
     for (;;) {
-      bool hold, refusing;
+      bool hold, dropping;
       {
         absl::MutexLock lock(&mu);
         if (stopping) break;
         hold = hold_events;
-        refusing = refuse;
-        if (drop) {
-          for (Pair& p : pairs) p.closed = true;
-          drop = false;
-        }
+        dropping = drop;
+      }
+      if (dropping) {
+        for (Pair& p : pairs) p.closed = true;
       }
       if (!hold) {
         for (Pair& p : pairs) p.held = false;
@@ -137,7 +136,7 @@ struct StallingProxy::State {
         (void)!::read(wake[0], buf, sizeof buf);
       }
       const size_t polled = pairs.size();  // a pair accepted now is polled next time round
-      if (fds[0].revents & POLLIN) Accept(&pairs, refusing);
+      if (fds[0].revents & POLLIN) Accept(&pairs);
       for (size_t i = 0; i < polled; ++i) {
         Pair& p = pairs[i];
         const pollfd& c = fds[2 + 2 * i];
@@ -172,6 +171,7 @@ struct StallingProxy::State {
       }
       absl::MutexLock lock(&mu);
       held = now_held;
+      if (dropping) drop = false;  // DropAll returns: they are closed
     }
     for (Pair& p : pairs) {
       ::close(p.client);
@@ -179,9 +179,14 @@ struct StallingProxy::State {
     }
   }
 
-  void Accept(std::vector<Pair>* pairs, bool refusing) {
+  void Accept(std::vector<Pair>* pairs) {
     const int client = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (client < 0) return;
+    bool refusing;
+    {
+      absl::MutexLock lock(&mu);
+      refusing = refuse;
+    }
     if (refusing) {
       ::close(client);  // the client sees its connection close at once
       return;
@@ -256,6 +261,10 @@ void StallingProxy::DropAll() {
     state_->drop = true;
   }
   state_->Poke();
+  absl::MutexLock lock(&state_->mu);
+  state_->mu.Await(absl::Condition(
+      +[](State* st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(st->mu) { return !st->drop || st->stopping; },
+      state_.get()));
 }
 
 void StallingProxy::Refuse(bool refuse) {

@@ -36,7 +36,8 @@ class StallingProxy {
       const std::string& target_path, const std::string& listen_path);
   ~StallingProxy();
 
-  // Closes every connection now, both ways (a network that dropped them).
+  // Closes every connection, both ways (a network that dropped them);
+  // returns once they are closed.
   void DropAll();
   // While true, new connections are accepted and closed at once.
   void Refuse(bool refuse);
