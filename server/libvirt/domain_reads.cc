@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/base/quote.h"
 #include "server/base/log.h"
 #include "server/libvirt/domain_state.h"
 #include "server/libvirt/errors.h"
@@ -41,7 +42,7 @@ absl::StatusOr<std::string> NormalizeUuid(absl::string_view text) {
   }
   if (hex.size() != 32) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "malformed uuid \"", text, "\": want 32 hex digits, e.g. "
+        "malformed uuid ", Quote(text), ": want 32 hex digits, e.g. "
         "6695eb01-f6a4-8304-79aa-97f2502e193f"));
   }
   return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/base/quote.h"
 #include "server/libvirt/domain_state.h"
 
 namespace virtgate {
@@ -91,7 +92,7 @@ absl::StatusOr<v1::Domain> DomainLister::GetCached(const GetQuery& query) const 
   if (!at.seeded) return NeverReached();
   if (!record.has_value()) {
     return absl::NotFoundError(absl::StrCat(
-        "domain ", query.uuid.empty() ? absl::StrCat("\"", query.name, "\"") : query.uuid,
+        "domain ", query.uuid.empty() ? Quote(query.name) : query.uuid,
         " not found"));
   }
   v1::Domain d = **record;

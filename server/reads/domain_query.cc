@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/base/quote.h"
 #include "server/libvirt/domain_reads.h"
 #include "server/libvirt/domain_state.h"
 #include "server/reads/page_token.h"
@@ -25,6 +26,18 @@ absl::StatusOr<bool> IsCached(v1::ReadConsistency consistency) {
 }
 
 }  // namespace
+
+absl::Status ValidateName(absl::string_view name, absl::string_view field) {
+  if (name.size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", Quote(name), " is longer than ",
+                                                   kMaxNameBytes, " bytes"));
+  }
+  if (name.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", Quote(name), " contains a NUL byte"));
+  }
+  return absl::OkStatus();
+}
 
 bool ListQuery::Matches(const v1::Domain& d, bool autostart_now) const {
   if (active.has_value() && *active != IsActiveState(d.state())) return false;
@@ -57,6 +70,10 @@ absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request
   if (request.has_autostart()) q.autostart = request.autostart();
   q.fingerprint = FilterFingerprint(request);
   q.listing_started = now;
+  if (request.page_token().size() > kMaxPageTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("page_token: ", request.page_token().size(),
+                                                   " bytes, at most ", kMaxPageTokenBytes));
+  }
   if (!request.page_token().empty()) {
     absl::StatusOr<PageCursor> cursor = DecodePageToken(request.page_token());
     if (!cursor.ok()) return cursor.status();
@@ -85,6 +102,7 @@ absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request) {
     if (!uuid.ok()) return uuid.status();
     q.uuid = *std::move(uuid);
   } else {
+    if (absl::Status s = ValidateName(request.name(), "name"); !s.ok()) return s;
     q.name = request.name();
   }
   return q;

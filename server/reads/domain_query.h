@@ -10,10 +10,22 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
+
+// Limits on what a request may carry (documented next to the fields in
+// hypervisor.proto). Each violation is INVALID_ARGUMENT naming the limit.
+inline constexpr size_t kMaxNameBytes = 1024;      // a domain name
+inline constexpr size_t kMaxFilterEntries = 1000;  // names, or UUIDs, in one watch filter
+inline constexpr size_t kMaxPageTokenBytes = 4096;
+inline constexpr size_t kMaxEpochBytes = 64;
+
+// A domain name from a request (`field` names it in the message): at most
+// kMaxNameBytes, no NUL (libvirt would read it cut at the NUL).
+absl::Status ValidateName(absl::string_view name, absl::string_view field);
 
 struct PageLimits {
   int default_page_size = 500;

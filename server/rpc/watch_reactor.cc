@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/libvirt/domain_reads.h"
+#include "server/reads/domain_query.h"
 #include "server/rpc/grpc_status.h"
 
 namespace virtgate {
@@ -18,7 +19,16 @@ absl::StatusOr<WatchFilter> ParseFilter(const v1::WatchLifecycleRequest& request
     if (!uuid.ok()) return uuid.status();
     filter.uuids.insert(*uuid);
   }
-  filter.names.insert(request.domain_names().begin(), request.domain_names().end());
+  if (static_cast<size_t>(request.domain_names_size()) > kMaxFilterEntries ||
+      static_cast<size_t>(request.domain_uuids_size()) > kMaxFilterEntries) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "domain_names and domain_uuids: at most ", kMaxFilterEntries, " each, got ",
+        request.domain_names_size(), " and ", request.domain_uuids_size()));
+  }
+  for (const std::string& name : request.domain_names()) {
+    if (absl::Status s = ValidateName(name, "domain_names"); !s.ok()) return s;
+    filter.names.insert(name);
+  }
   for (int t : request.event_types()) {
     if (t == v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED || !v1::LifecycleEventType_IsValid(t)) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -38,6 +48,10 @@ absl::Status ValidateRequest(const v1::WatchLifecycleRequest& request) {
   if (request.coalesce_ms() > 60000) {
     return absl::InvalidArgumentError(
         absl::StrCat("coalesce_ms must be at most 60000, got ", request.coalesce_ms()));
+  }
+  if (request.resume_epoch().size() > kMaxEpochBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("resume_epoch: ", request.resume_epoch().size(),
+                                                   " bytes, at most ", kMaxEpochBytes));
   }
   if (request.resume_after_sequence() > 0 && request.resume_epoch().empty()) {
     return absl::InvalidArgumentError("resume_after_sequence needs resume_epoch");

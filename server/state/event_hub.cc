@@ -5,6 +5,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "server/base/quote.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/timestamp.pb.h"
@@ -157,7 +158,7 @@ absl::StatusOr<std::shared_ptr<EventHub::Subscriber>> EventHub::Subscribe(
   if (resume_after.has_value()) {
     if (resume_epoch != epoch_) {
       return absl::OutOfRangeError(absl::StrCat(
-          "resume_epoch \"", resume_epoch, "\" is not this server's epoch (", epoch_,
+          "resume_epoch ", Quote(resume_epoch), " is not this server's epoch (", epoch_,
           "): the server restarted; re-list with send_initial_state"));
     }
     if (*resume_after > last) {

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -414,6 +415,72 @@ TEST_F(HypervisorServiceTest, HealthIsServingWithLibvirtUp) {
     ASSERT_TRUE(health->Check(&ctx, req, &resp).ok()) << service;
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
   }
+}
+
+// What comes back is bounded and on one line, whatever the request held: a
+// 100,000-byte name used to come back whole in the status, which gRPC's C
+// core refuses ("metadata size exceeds limit") and reports as
+// RESOURCE_EXHAUSTED instead of the real error. Names are checked before
+// they reach libvirt (a NUL would cut them there).
+TEST_F(HypervisorServiceTest, InputIsCheckedAndComesBackBoundedAndEscaped) {
+  constexpr size_t kBounded = 1200;  // BoundMessage's 1,024 and its suffix
+  const std::string huge(100000, 'x');
+  v1::Domain d;
+  grpc::Status s = Get("", huge, &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message().size();
+  EXPECT_THAT(s.error_message(), HasSubstr("is longer than 1024 bytes"));
+  EXPECT_THAT(s.error_message(), HasSubstr("(100000 bytes)"));
+  EXPECT_LT(s.error_message().size(), 300u);
+
+  s = Get("", std::string("test\0", 5), &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "found the domain \"test\"";
+  EXPECT_THAT(s.error_message(), HasSubstr("contains a NUL byte"));
+
+  s = Get(huge, "", &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("malformed uuid"));
+  EXPECT_LT(s.error_message().size(), 300u);
+
+  // Not found, by a name libvirt echoes in its own message: bounded, and a
+  // control character comes back escaped.
+  const std::string odd = "no\x01such-" + std::string(1000, 'y');
+  s = Get("", odd, &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_LT(s.error_message().size(), kBounded);
+  EXPECT_EQ(s.error_message().find('\x01'), std::string::npos);
+  EXPECT_THAT(s.error_message(), HasSubstr("\\x01"));
+
+  v1::ListDomainsRequest list;
+  list.set_page_token(std::string(5000, 'A'));
+  v1::ListDomainsResponse listed;
+  s = List(list, &listed);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("page_token: 5000 bytes, at most 4096"));
+
+  auto watch = [&](const v1::WatchLifecycleRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = stub_->WatchLifecycle(&ctx, req);
+    v1::WatchLifecycleResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    return reader->Finish();
+  };
+  v1::WatchLifecycleRequest many;
+  for (int i = 0; i < 1001; ++i) many.add_domain_names(absl::StrCat("n", i));
+  s = watch(many);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("at most 1000 each"));
+  v1::WatchLifecycleRequest long_name;
+  long_name.add_domain_names(huge);
+  s = watch(long_name);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LT(s.error_message().size(), 300u);
+  v1::WatchLifecycleRequest epoch;
+  epoch.set_resume_after_sequence(1);
+  epoch.set_resume_epoch(std::string(65, 'e'));
+  s = watch(epoch);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("resume_epoch: 65 bytes, at most 64"));
 }
 
 TEST_F(HypervisorServiceTest, WatchRejectsBadRequestsAtOnce) {
