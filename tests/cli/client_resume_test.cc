@@ -74,12 +74,13 @@ std::vector<absl::Status> Retries(Recorder& r) {
 // A fake, for what no real virtgated does: on a resumed watch it replays
 // from two events before the resume point. Its first stream sends events 1
 // to 5 and ends UNAVAILABLE (a dropped connection); every later one sends
-// 3 to 8 and stays open until the client cancels.
+// 3 to 8 and stays open until Release() (the test releases it once the
+// client has cancelled, and before the server shuts down).
 class FakeReplayingServer final : public v1::Hypervisor::Service {
  public:
   static constexpr char kEpoch[] = "fake-epoch";
 
-  grpc::Status WatchLifecycle(grpc::ServerContext* ctx, const v1::WatchLifecycleRequest* request,
+  grpc::Status WatchLifecycle(grpc::ServerContext*, const v1::WatchLifecycleRequest* request,
                               grpc::ServerWriter<v1::WatchLifecycleResponse>* writer) override {
     int attempt;
     {
@@ -97,10 +98,12 @@ class FakeReplayingServer final : public v1::Hypervisor::Service {
       if (!writer->Write(m)) return grpc::Status::CANCELLED;
     }
     if (attempt == 1) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake: connection dropped");
-    while (!ctx->IsCancelled()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // poll interval
-    }
+    release_.WaitForNotification();
     return grpc::Status::CANCELLED;
+  }
+
+  void Release() {
+    if (!release_.HasBeenNotified()) release_.Notify();
   }
 
   std::vector<v1::WatchLifecycleRequest> Requests() {
@@ -111,6 +114,7 @@ class FakeReplayingServer final : public v1::Hypervisor::Service {
  private:
   std::mutex mu_;
   std::vector<v1::WatchLifecycleRequest> requests_;
+  absl::Notification release_;
 };
 
 TEST(ClientResumeTest, ReplayedEventsAreDeliveredOnce) {
@@ -120,6 +124,12 @@ TEST(ClientResumeTest, ReplayedEventsAreDeliveredOnce) {
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&fake);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  // However the test ends, the open stream is released before the server
+  // shuts down (which waits for it).
+  struct ReleaseFirst {
+    FakeReplayingServer& fake;
+    ~ReleaseFirst() { fake.Release(); }
+  } release_first{fake};
   ASSERT_NE(server, nullptr);
   ASSERT_GT(port, 0);
 
@@ -142,6 +152,7 @@ TEST(ClientResumeTest, ReplayedEventsAreDeliveredOnce) {
     retries = Retries(delivered);
     ASSERT_TRUE(got_all) << "delivered: " << ::testing::PrintToString(sequences);
   }
+  fake.Release();
   server->Shutdown();
 
   EXPECT_THAT(sequences, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));

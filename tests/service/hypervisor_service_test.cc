@@ -133,6 +133,16 @@ class HypervisorServiceTest : public ::testing::Test {
     return out;
   }
 
+  // A watch the server must refuse: no message, then its status.
+  grpc::Status RefusedWatch(const v1::WatchLifecycleRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = stub_->WatchLifecycle(&ctx, req);
+    v1::WatchLifecycleResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    return reader->Finish();
+  }
+
   grpc::Status Get(const std::string& uuid, const std::string& name, v1::Domain* out) {
     v1::GetDomainRequest req;
     req.set_uuid(uuid);
@@ -457,61 +467,45 @@ TEST_F(HypervisorServiceTest, InputIsCheckedAndComesBackBoundedAndEscaped) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("page_token: 5000 bytes, at most 4096"));
 
-  auto watch = [&](const v1::WatchLifecycleRequest& req) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    auto reader = stub_->WatchLifecycle(&ctx, req);
-    v1::WatchLifecycleResponse msg;
-    EXPECT_FALSE(reader->Read(&msg));
-    return reader->Finish();
-  };
   v1::WatchLifecycleRequest many;
   for (int i = 0; i < 1001; ++i) many.add_domain_names(absl::StrCat("n", i));
-  s = watch(many);
+  s = RefusedWatch(many);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("at most 1000 each"));
   v1::WatchLifecycleRequest long_name;
   long_name.add_domain_names(huge);
-  s = watch(long_name);
+  s = RefusedWatch(long_name);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_LT(s.error_message().size(), 300u);
   v1::WatchLifecycleRequest epoch;
   epoch.set_resume_after_sequence(1);
   epoch.set_resume_epoch(std::string(65, 'e'));
-  s = watch(epoch);
+  s = RefusedWatch(epoch);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("resume_epoch: 65 bytes, at most 64"));
 }
 
 TEST_F(HypervisorServiceTest, WatchRejectsBadRequestsAtOnce) {
-  auto finish = [&](const v1::WatchLifecycleRequest& req) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    auto reader = stub_->WatchLifecycle(&ctx, req);
-    v1::WatchLifecycleResponse msg;
-    EXPECT_FALSE(reader->Read(&msg));
-    return reader->Finish();
-  };
   v1::WatchLifecycleRequest bad_uuid;
   bad_uuid.add_domain_uuids("nope");
-  EXPECT_EQ(finish(bad_uuid).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(RefusedWatch(bad_uuid).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   v1::WatchLifecycleRequest bad_type;
   bad_type.add_event_types(v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED);
-  EXPECT_EQ(finish(bad_type).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(RefusedWatch(bad_type).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   v1::WatchLifecycleRequest foreign;
   foreign.set_resume_after_sequence(1);
   foreign.set_resume_epoch("another-server");
-  grpc::Status s = finish(foreign);
+  grpc::Status s = RefusedWatch(foreign);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE);
   EXPECT_THAT(s.error_message(), HasSubstr("epoch"));
   v1::WatchLifecycleRequest no_epoch;
   no_epoch.set_resume_after_sequence(3);
-  EXPECT_EQ(finish(no_epoch).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(RefusedWatch(no_epoch).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   v1::WatchLifecycleRequest initial_and_resume;
   initial_and_resume.set_send_initial_state(true);
   initial_and_resume.set_resume_after_sequence(1);
   initial_and_resume.set_resume_epoch("x");
-  EXPECT_EQ(finish(initial_and_resume).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(RefusedWatch(initial_and_resume).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(HypervisorServiceTest, FullWorkQueueIsResourceExhaustedAtOnce) {
