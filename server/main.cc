@@ -1,4 +1,4 @@
-// virtgated: turns flags into Server::Options, runs the server, and shuts it
+// virtgated: parses the flags (server_flags.h), runs the server, and shuts it
 // down gracefully on SIGTERM/SIGINT (exit 0).
 #include <signal.h>
 
@@ -14,58 +14,7 @@
 #include "absl/time/time.h"
 #include "server/base/log.h"
 #include "server/server.h"
-
-ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
-          "libvirt URI to serve, e.g. qemu:///system, test:///default, "
-          "qemu+unix:///system?socket=/run/libvirt/libvirt-sock-ro");
-ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
-          "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
-          "A non-loopback address needs --tls_cert/--tls_key or --insecure");
-ABSL_FLAG(int, pool_size, 8, "libvirt connections to hold open (1-64)");
-ABSL_FLAG(int, max_calls_per_connection, 1,
-          "concurrent libvirt calls admitted per connection. More than 1 risks a crash: "
-          "libvirt 9.0's client can crash when a connection that several threads are "
-          "calling on dies. Never above libvirtd's max_client_requests (default 5), which "
-          "starves keepalive");
-ABSL_FLAG(int, workers, 16, "worker threads making libvirt calls (1-1024)");
-ABSL_FLAG(int, max_queued_calls, 1024,
-          "calls that may wait for a worker; beyond that calls fail at once with "
-          "RESOURCE_EXHAUSTED");
-ABSL_FLAG(int, max_replacement_workers, 16,
-          "extra workers at most, started while work waits and workers are stuck in libvirt "
-          "calls past their deadline (a stalled libvirtd); they exit when the stuck calls "
-          "return");
-ABSL_FLAG(bool, read_only, true,
-          "open libvirt connections read-only (VIR_CONNECT_RO); --read_only=false for "
-          "read-write");
-ABSL_FLAG(int, keepalive_interval, 5,
-          "seconds between libvirt keepalive pings on remote URIs (0 disables)");
-ABSL_FLAG(int, keepalive_count, 5,
-          "unanswered keepalive pings before a connection is declared dead");
-ABSL_FLAG(absl::Duration, reconnect_max_backoff, absl::Seconds(30),
-          "longest wait between attempts to reopen a lost libvirt connection (the wait "
-          "starts at 200ms and doubles, with jitter)");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
-          "on SIGTERM/SIGINT, how long in-flight calls may take to finish");
-ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS with --tls_key)");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
-ABSL_FLAG(std::string, tls_client_ca, "",
-          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)");
-ABSL_FLAG(bool, insecure, false,
-          "allow plaintext gRPC on a non-loopback --listen address");
-ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
-ABSL_FLAG(absl::Duration, bulk_stats_budget, absl::Milliseconds(500),
-          "how long a bulk-stats call may take (or 10ms per domain, if more) before "
-          "virtgated looks for a guest whose QEMU does not answer and reads the others "
-          "without it");
-ABSL_FLAG(absl::Duration, max_call_time, absl::Seconds(60),
-          "the longest a FRESH ListDomains or GetDomain may take: a call whose client set no "
-          "deadline, or a later one, ends with DEADLINE_EXCEEDED here");
-ABSL_FLAG(int, event_history, 10000,
-          "lifecycle events kept for WatchLifecycle resume (resume_after_sequence)");
-ABSL_FLAG(int, watch_queue_depth, 1024,
-          "messages a watcher may fall behind before its stream ends with "
-          "RESOURCE_EXHAUSTED (it can then resume)");
+#include "server/server_flags.h"
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -74,7 +23,7 @@ int main(int argc, char** argv) {
       "  virtgated --libvirt_uri=qemu:///system --listen=unix:/run/virtgate/virtgate.sock");
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "server/main.cc");
+    return absl::StrContains(path, "server/server_flags.cc");
   };
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
@@ -96,41 +45,13 @@ int main(int argc, char** argv) {
   // A client vanishing mid-write must not kill the daemon.
   signal(SIGPIPE, SIG_IGN);
 
-  virtgate::Server::Options options;
-  options.libvirt_uri = absl::GetFlag(FLAGS_libvirt_uri);
-  options.listen = absl::GetFlag(FLAGS_listen);
-  options.pool_size = absl::GetFlag(FLAGS_pool_size);
-  options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
-  options.workers = absl::GetFlag(FLAGS_workers);
-  options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
-  options.max_replacement_workers = absl::GetFlag(FLAGS_max_replacement_workers);
-  options.read_only = absl::GetFlag(FLAGS_read_only);
-  options.keepalive_interval_s = absl::GetFlag(FLAGS_keepalive_interval);
-  options.keepalive_count = absl::GetFlag(FLAGS_keepalive_count);
-  options.reconnect_max_backoff = absl::GetFlag(FLAGS_reconnect_max_backoff);
-  if (options.reconnect_max_backoff < absl::Milliseconds(200)) {
-    std::fprintf(stderr, "virtgated: --reconnect_max_backoff must be at least 200ms\n");
+  absl::StatusOr<virtgate::Server::Options> options = virtgate::OptionsFromFlags();
+  if (!options.ok()) {
+    std::fprintf(stderr, "virtgated: %s\n", std::string(options.status().message()).c_str());
     return 2;
   }
-  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
-  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
-  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
-  options.insecure = absl::GetFlag(FLAGS_insecure);
-  if (absl::GetFlag(FLAGS_event_history) < 1 || absl::GetFlag(FLAGS_watch_queue_depth) < 1) {
-    std::fprintf(stderr, "virtgated: --event_history and --watch_queue_depth must be >= 1\n");
-    return 2;
-  }
-  options.event_history = absl::GetFlag(FLAGS_event_history);
-  options.bulk_stats_budget = absl::GetFlag(FLAGS_bulk_stats_budget);
-  options.max_call_time = absl::GetFlag(FLAGS_max_call_time);
-  if (options.bulk_stats_budget <= absl::ZeroDuration()) {
-    std::fprintf(stderr, "virtgated: --bulk_stats_budget must be positive\n");
-    return 2;
-  }
-  options.watch_queue_depth = absl::GetFlag(FLAGS_watch_queue_depth);
-
   absl::StatusOr<std::unique_ptr<virtgate::Server>> server =
-      virtgate::Server::BuildAndStart(options);
+      virtgate::Server::BuildAndStart(*std::move(options));
   if (!server.ok()) {
     std::fprintf(stderr, "virtgated: %s\n", std::string(server.status().message()).c_str());
     return 1;

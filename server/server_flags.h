@@ -1,0 +1,21 @@
+// virtgated's command-line flags (one topic per group below) and their
+// translation into Server::Options, checked once here.
+#pragma once
+
+#include <string>
+
+#include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/server.h"
+
+// Read by main itself, not part of Options.
+ABSL_DECLARE_FLAG(std::string, log_level);
+ABSL_DECLARE_FLAG(absl::Duration, shutdown_grace);
+
+namespace virtgate {
+
+// The parsed flags as Options; an error names the flag and what it must be.
+absl::StatusOr<Server::Options> OptionsFromFlags();
+
+}  // namespace virtgate
