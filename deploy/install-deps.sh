@@ -11,7 +11,7 @@ set -euo pipefail
 what="${1:-build}"
 build_pkgs=(cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto
-  libabsl-dev libvirt-dev
+  libabsl-dev libvirt-dev libssl-dev
   # test:///default needs only libvirt itself; libvirt-clients gives virsh.
   libvirt-clients)
 test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev

@@ -5,59 +5,71 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "server/base/log.h"
+#include "server/rpc/tls_credentials.h"
 
 namespace virtgate {
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", what, " ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
+// Plaintext, or TLS whose files gRPC re-reads (TlsFiles), and then the
+// authorization policy that judges each call by its client certificate.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
-    const Server::Options& o, const ListenAddress& listen) {
+    const Server::Options& o, const ListenAddress& listen,
+    std::unique_ptr<StagedTlsFiles>* tls_files, std::shared_ptr<Authorizer>* authorizer) {
   const bool tls = !o.tls_cert_file.empty() || !o.tls_key_file.empty();
   if (!tls) {
     if (!o.tls_client_ca_file.empty()) {
       return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    if (!o.authz_policy_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--authz_policy needs TLS (--tls_cert, --tls_key and --tls_client_ca): a plaintext "
+          "client has no identity to authorize");
     }
     if (!listen.loopback && !o.insecure) {
       return absl::InvalidArgumentError(absl::StrCat(
           "refusing to serve plaintext on non-loopback address ", o.listen,
           ": give --tls_cert and --tls_key, or --insecure to accept the risk"));
     }
+    if (!listen.loopback) {
+      LogWarning("serving PLAINTEXT on non-loopback ", o.listen, " (--insecure): anyone who "
+                 "can reach it may call every method, unauthenticated and unencrypted");
+    }
     return grpc::InsecureServerCredentials();
   }
-  if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
-    return absl::InvalidArgumentError("TLS needs both --tls_cert and --tls_key");
-  }
-  absl::StatusOr<std::string> cert = ReadFile(o.tls_cert_file, "--tls_cert");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadFile(o.tls_key_file, "--tls_key");
-  if (!key.ok()) return key.status();
-  grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({*key, *cert});
-  if (!o.tls_client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile(o.tls_client_ca_file, "--tls_client_ca");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
-    ssl.client_certificate_request =
-        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-  }
-  return grpc::SslServerCredentials(ssl);
+  absl::StatusOr<std::unique_ptr<StagedTlsFiles>> staged = StagedTlsFiles::Start(
+      {o.tls_cert_file, o.tls_key_file, o.tls_client_ca_file, o.tls_refresh_interval});
+  if (!staged.ok()) return staged.status();
+  absl::StatusOr<std::shared_ptr<Authorizer>> authz =
+      Authorizer::Create({o.authz_policy_file, o.authz_refresh_interval});
+  if (!authz.ok()) return authz.status();
+  std::shared_ptr<grpc::ServerCredentials> creds = (*staged)->Credentials();
+  creds->SetAuthMetadataProcessor(*authz);
+  *tls_files = *std::move(staged);
+  *authorizer = *std::move(authz);
+  return creds;
 }
+
+// Leaves gRPC's reflection plugin out of one server (--reflection=false):
+// it is registered for every server of the process.
+class WithoutReflection : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                    return p->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
 
 absl::Status ValidateOptions(const Server::Options& options) {
   if (options.workers < 1 || options.workers > 1024) {
@@ -110,9 +122,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   absl::StatusOr<ListenAddress> listen = ParseListenAddress(options.listen);
   if (!listen.ok()) return listen.status();
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options, *listen);
+  std::unique_ptr<StagedTlsFiles> tls_files;
+  std::shared_ptr<Authorizer> authorizer;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
+      Credentials(options, *listen, &tls_files, &authorizer);
   if (!creds.ok()) return creds.status();
   std::unique_ptr<Server> server(new Server(std::move(options)));
+  server->tls_files_ = std::move(tls_files);
+  server->authorizer_ = std::move(authorizer);
   server->listen_ = *std::move(listen);
   const Options& o = server->options_;
 
@@ -186,6 +203,7 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_service_.get());
+  if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   // A unix socket is created mode 0660 (owner and group may connect) from
   // the start: the umask applies while gRPC binds it.
   const mode_t umask_before = listen_.unix_socket ? umask(0117) : 0;

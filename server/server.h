@@ -26,10 +26,12 @@
 #include "server/reads/domain_lister.h"
 #include "server/reads/facts_reader.h"
 #include "server/reads/libvirt_lister.h"
+#include "server/rpc/authorizer.h"
 #include "server/rpc/health_reporter.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/hypervisor_service.h"
 #include "server/rpc/listen_address.h"
+#include "server/rpc/tls_credentials.h"
 #include "server/state/availability.h"
 #include "server/state/domain_cache.h"
 #include "server/state/event_hub.h"
@@ -67,7 +69,16 @@ class Server {
     std::string tls_cert_file;
     std::string tls_key_file;
     std::string tls_client_ca_file;
+    // How often the TLS files are re-read (a rotated certificate is served
+    // without a restart).
+    absl::Duration tls_refresh_interval = absl::Seconds(60);
     bool insecure = false;
+    // gRFC A43 policy judging TLS clients by their certificate (empty: the
+    // built-in read-only policy), re-read this often.
+    std::string authz_policy_file;
+    absl::Duration authz_refresh_interval = absl::Seconds(60);
+    // Serve gRPC reflection (grpcurl's list/describe).
+    bool reflection = true;
   };
 
   static absl::StatusOr<std::unique_ptr<Server>> BuildAndStart(Options options);
@@ -126,6 +137,10 @@ class Server {
   std::unique_ptr<HypervisorService> service_;
   // grpc.health.v1; outlives the gRPC server (its reactors call back).
   std::unique_ptr<HealthService> health_service_ = std::make_unique<HealthService>();
+  // TLS only: the checked copy of the files gRPC reads, and the policy
+  // (gRPC's credentials share it); both outlive the gRPC server.
+  std::unique_ptr<StagedTlsFiles> tls_files_;
+  std::shared_ptr<Authorizer> authorizer_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HealthReporter> health_;
   absl::Mutex shutdown_mu_;

@@ -41,6 +41,19 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS with -
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)");
+ABSL_FLAG(absl::Duration, tls_refresh_interval, absl::Seconds(60),
+          "how often --tls_cert, --tls_key and --tls_client_ca are re-read: replace the files "
+          "and new connections get the new ones, no restart (a bad new file is logged and the "
+          "last good one kept)");
+ABSL_FLAG(std::string, authz_policy, "",
+          "gRPC authorization policy (gRFC A43 JSON) judging mTLS clients by their certificate; "
+          "re-read when it changes. Without it, TLS clients may call the read methods only. "
+          "Health and reflection are always allowed");
+ABSL_FLAG(absl::Duration, authz_refresh_interval, absl::Seconds(60),
+          "how often --authz_policy is re-read (a bad new file is logged and the last good "
+          "policy kept)");
+ABSL_FLAG(bool, reflection, true,
+          "serve gRPC server reflection (grpcurl list/describe); --reflection=false hides it");
 ABSL_FLAG(bool, insecure, false,
           "allow plaintext gRPC on a non-loopback --listen address");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
@@ -78,6 +91,13 @@ absl::StatusOr<Server::Options> OptionsFromFlags() {
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tls_refresh_interval = absl::GetFlag(FLAGS_tls_refresh_interval);
+  options.authz_policy_file = absl::GetFlag(FLAGS_authz_policy);
+  options.authz_refresh_interval = absl::GetFlag(FLAGS_authz_refresh_interval);
+  if (options.authz_refresh_interval < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("--authz_refresh_interval must be at least 1s");
+  }
+  options.reflection = absl::GetFlag(FLAGS_reflection);
   options.insecure = absl::GetFlag(FLAGS_insecure);
   if (absl::GetFlag(FLAGS_event_history) < 1 || absl::GetFlag(FLAGS_watch_queue_depth) < 1) {
     return absl::InvalidArgumentError("--event_history and --watch_queue_depth must be >= 1");

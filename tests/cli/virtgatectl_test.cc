@@ -333,6 +333,30 @@ TEST_F(VirtgatectlTest, ReflectionListsServicesLikeGrpcurl) {
   EXPECT_THAT(services, Contains("grpc.health.v1.Health"));
 }
 
+// --reflection=false leaves reflection out; the API is still served.
+TEST(VirtgatedReflectionTest, ReflectionCanBeTurnedOff) {
+  ServerProcess::Config config;
+  config.extra_flags = {"--reflection=false"};
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  namespace reflection = grpc::reflection::v1alpha;
+  std::unique_ptr<reflection::ServerReflection::Stub> stub = reflection::ServerReflection::NewStub(
+      grpc::CreateChannel((*server)->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stream = stub->ServerReflectionInfo(&context);
+  reflection::ServerReflectionRequest request;
+  request.set_list_services("");
+  stream->Write(request);
+  stream->WritesDone();
+  reflection::ServerReflectionResponse response;
+  EXPECT_FALSE(stream->Read(&response));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  grpc::ClientContext list_context;
+  v1::ListDomainsResponse domains;
+  EXPECT_TRUE((*server)->stub()->ListDomains(&list_context, {}, &domains).ok());
+}
+
 // --- Without a server.
 
 void ExpectUnreachable(const CommandResult& r, const std::string& target,
