@@ -52,7 +52,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
     const ClientOptions& options) {
   if (options.tls_ca_file.empty() && options.tls_cert_file.empty() &&
-      options.tls_key_file.empty()) {
+      options.tls_key_file.empty() && options.tls_server_name.empty()) {
     return grpc::InsecureChannelCredentials();
   }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
@@ -235,6 +235,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   if (!credentials.ok()) return credentials.status();
 
   grpc::ChannelArguments args;
+  if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   // gRPC waits out its own reconnect backoff (growing to 2 minutes) before
   // it dials a failed server again, failing calls fast meanwhile; a watch

@@ -63,6 +63,10 @@ struct ClientOptions {
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
+  // The name the server's certificate must carry, when it is not the host
+  // in the address (e.g. dialling 10.0.0.7:50051 for a certificate issued
+  // to node-7.example). Implies TLS.
+  std::string tls_server_name;
 };
 
 // True if `status` came from Client and says the server could not be reached
