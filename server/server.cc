@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,9 +11,11 @@
 #include <cstring>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "server/base/log.h"
+#include "server/base/quote.h"
 #include "server/rpc/tls_credentials.h"
 
 namespace virtgate {
@@ -57,6 +60,28 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   return creds;
 }
 
+// --listen_group: the group whose members may connect to the unix socket
+// (mode 0660), by name or number.
+absl::Status GiveSocketToGroup(const std::string& path, const std::string& group) {
+  gid_t gid = 0;
+  if (!absl::SimpleAtoi(group, &gid)) {
+    std::vector<char> buffer(16384);
+    struct group entry {};
+    struct group* found = nullptr;
+    if (getgrnam_r(group.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+        found == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("--listen_group: no group ", Quote(group)));
+    }
+    gid = found->gr_gid;
+  }
+  if (chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("--listen_group: cannot give ", path,
+                                                    " to group ", Quote(group), ": ",
+                                                    std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 // Leaves gRPC's reflection plugin out of one server (--reflection=false):
 // it is registered for every server of the process.
 class WithoutReflection : public grpc::ServerBuilderOption {
@@ -84,6 +109,9 @@ absl::Status ValidateOptions(const Server::Options& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_replacement_workers must be between 0 and 1024, got ",
         options.max_replacement_workers));
+  }
+  if (!options.listen_group.empty() && !absl::StartsWith(options.listen, "unix:")) {
+    return absl::InvalidArgumentError("--listen_group applies to a unix socket (--listen=unix:PATH)");
   }
   if (options.max_call_time <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--max_call_time must be positive");
@@ -209,6 +237,13 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   const mode_t umask_before = listen_.unix_socket ? umask(0117) : 0;
   grpc_server_ = builder.BuildAndStart();
   if (listen_.unix_socket) umask(umask_before);
+  if (grpc_server_ && listen_.unix_socket && !options_.listen_group.empty()) {
+    if (absl::Status s = GiveSocketToGroup(listen_.path, options_.listen_group); !s.ok()) {
+      grpc_server_->Shutdown();
+      grpc_server_.reset();
+      return s;
+    }
+  }
   if (!grpc_server_ || selected_port == 0) {
     grpc_server_.reset();
     return absl::UnavailableError(

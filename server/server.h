@@ -44,6 +44,8 @@ class Server {
     std::string libvirt_uri = "qemu:///system";
     // "host:port" (port 0 picks a free one) or "unix:/path".
     std::string listen = "127.0.0.1:50051";
+    // A unix socket's group (name or number), whose members may connect.
+    std::string listen_group;
     int pool_size = 8;
     int max_calls_per_connection = 1;
     bool read_only = true;

@@ -11,6 +11,9 @@ ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
           "A non-loopback address needs --tls_cert/--tls_key or --insecure");
+ABSL_FLAG(std::string, listen_group, "",
+          "the group (name or number) given the unix socket of --listen=unix:PATH; it is "
+          "mode 0660, so the owner and this group's members may connect");
 ABSL_FLAG(int, pool_size, 8, "libvirt connections to hold open (1-64)");
 ABSL_FLAG(int, max_calls_per_connection, 1,
           "concurrent libvirt calls admitted per connection. More than 1 risks a crash: "
@@ -76,6 +79,7 @@ absl::StatusOr<Server::Options> OptionsFromFlags() {
   Server::Options options;
   options.libvirt_uri = absl::GetFlag(FLAGS_libvirt_uri);
   options.listen = absl::GetFlag(FLAGS_listen);
+  options.listen_group = absl::GetFlag(FLAGS_listen_group);
   options.pool_size = absl::GetFlag(FLAGS_pool_size);
   options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
   options.workers = absl::GetFlag(FLAGS_workers);

@@ -137,6 +137,32 @@ TEST(ListenTest, LiveUnixSocketIsNeverTakenOver) {
   EXPECT_TRUE(Serving("unix:" + path)) << "the first server lost its socket";
 }
 
+TEST(ListenTest, ListenGroupOwnsTheUnixSocket) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string path = dir.path() + "/virtgate.sock";
+  Server::Options o;
+  o.libvirt_uri = "test:///default";
+  o.listen = "unix:" + path;
+  o.listen_group = "daemon";  // gid 1 on Debian
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, 1u);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  server->reset();
+
+  o.listen_group = "no-such-group-here";
+  server = Server::BuildAndStart(o);
+  ASSERT_FALSE(server.ok());
+  EXPECT_THAT(Message(server.status()), HasSubstr("--listen_group: no group \"no-such-group-here\""));
+  o.listen = "127.0.0.1:0";
+  server = Server::BuildAndStart(o);
+  ASSERT_FALSE(server.ok());
+  EXPECT_THAT(Message(server.status()), HasSubstr("applies to a unix socket"));
+}
+
 TEST(ListenTest, StaleUnixSocketIsReplacedAndOtherFilesAreNot) {
   TempDir dir;
   ASSERT_FALSE(dir.path().empty());
