@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
     return absl::StrContains(path, "server/server_flags.cc");
   };
   absl::SetFlagsUsageConfig(usage);
+  if (absl::Status env = virtgate::FlagsFromEnvironment(); !env.ok()) {
+    std::fprintf(stderr, "virtgated: %s\n", std::string(env.message()).c_str());
+    return 2;
+  }
   absl::ParseCommandLine(argc, argv);
 
   virtgate::LogLevel level;

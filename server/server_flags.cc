@@ -2,7 +2,13 @@
 
 #include <string>
 
+#include <cstdlib>
+
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
 ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
@@ -74,6 +80,20 @@ ABSL_FLAG(int, watch_queue_depth, 1024,
           "RESOURCE_EXHAUSTED (it can then resume)");
 
 namespace virtgate {
+
+absl::Status FlagsFromEnvironment() {
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::StrContains(flag->Filename(), "server/server_flags.cc")) continue;
+    const std::string variable = absl::StrCat("VIRTGATE_", absl::AsciiStrToUpper(name));
+    const char* value = getenv(variable.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat(variable, ": ", error));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Server::Options> OptionsFromFlags() {
   Server::Options options;

@@ -15,6 +15,12 @@ ABSL_DECLARE_FLAG(absl::Duration, shutdown_grace);
 
 namespace virtgate {
 
+// Sets each flag of virtgated from the environment variable VIRTGATE_<FLAG
+// IN CAPITALS> (VIRTGATE_LIBVIRT_URI, VIRTGATE_TLS_CERT, ...) when it is set.
+// Call it before parsing the command line, which then overrides it. An
+// error names the variable and what its value must be.
+absl::Status FlagsFromEnvironment();
+
 // The parsed flags as Options; an error names the flag and what it must be.
 absl::StatusOr<Server::Options> OptionsFromFlags();
 

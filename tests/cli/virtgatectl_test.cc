@@ -357,6 +357,29 @@ TEST(VirtgatedReflectionTest, ReflectionCanBeTurnedOff) {
   EXPECT_TRUE((*server)->stub()->ListDomains(&list_context, {}, &domains).ok());
 }
 
+// Every virtgated flag can come from VIRTGATE_<FLAG>; the command line wins.
+TEST(VirtgatedEnvironmentTest, FlagsComeFromTheEnvironmentAndTheCommandLineWins) {
+  auto read_only = [](std::vector<std::string> flags, std::vector<std::string> env) {
+    ServerProcess::Config config;
+    config.extra_flags = std::move(flags);
+    config.extra_env = std::move(env);
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(config);
+    EXPECT_TRUE(server.ok()) << server.status();
+    if (!server.ok()) return std::string("not started");
+    grpc::ClientContext ctx;
+    v1::HostInfo info;
+    const grpc::Status s = (*server)->stub()->GetHostInfo(&ctx, {}, &info);
+    return s.ok() ? std::string(info.connection().read_only() ? "read-only" : "read-write") : s.error_message();
+  };
+  EXPECT_EQ(read_only({}, {}), "read-only");
+  EXPECT_EQ(read_only({}, {"VIRTGATE_READ_ONLY=false"}), "read-write");
+  EXPECT_EQ(read_only({"--read_only=true"}, {"VIRTGATE_READ_ONLY=false"}), "read-only");
+
+  const CommandResult bad = testing::RunCommand({testing::VirtgatedPath()}, {"VIRTGATE_POOL_SIZE=many"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.Describe();
+  EXPECT_THAT(bad.err, HasSubstr("VIRTGATE_POOL_SIZE: Illegal value 'many'"));
+}
+
 // --- Without a server.
 
 void ExpectUnreachable(const CommandResult& r, const std::string& target,

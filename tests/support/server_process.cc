@@ -68,6 +68,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
     o.extra_env = {"LIBVIRT_LOG_FILTERS=2:rpc.netclient",
                    absl::StrCat("LIBVIRT_LOG_OUTPUTS=2:file:", v->rpc_trace_path_)};
   }
+  o.extra_env.insert(o.extra_env.end(), config.extra_env.begin(), config.extra_env.end());
   o.log_fd = log_fd;
   o.uid = config.uid;
   o.gid = config.gid;
@@ -184,6 +185,7 @@ int TotalCalls(const std::map<int, int>& calls) {
   return total;
 }
 
+std::string VirtgatedPath() { return VIRTGATED_PATH; }
 std::string VirtgatectlPath() { return VIRTGATECTL_PATH; }
 
 CommandResult RunCtl(std::vector<std::string> args, const std::vector<std::string>& env) {

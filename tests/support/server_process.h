@@ -47,6 +47,8 @@ class ServerProcess {
     // More flags, e.g. "--keepalive_interval=1". A later flag overrides an
     // earlier one, so these may override the defaults here.
     std::vector<std::string> extra_flags;
+    // More environment, "NAME=value" (e.g. VIRTGATE_READ_ONLY=false).
+    std::vector<std::string> extra_env;
     // virtgated's --shutdown_grace.
     absl::Duration shutdown_grace = absl::Seconds(5);
     // What the destructor does if it still runs: SIGTERM and up to this long
@@ -109,6 +111,8 @@ int TotalCalls(const std::map<int, int>& calls);
 // A deadline for a ClientContext, `timeout` from now.
 std::chrono::system_clock::time_point DeadlineIn(absl::Duration timeout);
 
+// The virtgated binary under test.
+std::string VirtgatedPath();
 // The virtgatectl binary under test.
 std::string VirtgatectlPath();
 // Runs the virtgatectl under test with `args` (and `env`, "NAME=value").
