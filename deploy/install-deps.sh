@@ -20,7 +20,10 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # the -Wthread-safety build; the ASan/UBSan runtime comes with gcc
   clang
   # end-to-end tests: QEMU guests (TCG) under a system libvirtd
-  libvirt-daemon-system qemu-system-x86)
+  libvirt-daemon-system qemu-system-x86
+  # deploy checks: systemd-analyze verify/security on the unit; openssl
+  # makes the TLS tests' certificates
+  systemd openssl)
 
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
