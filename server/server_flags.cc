@@ -13,10 +13,12 @@ ABSL_FLAG(std::string, libvirt_auth_file, "",
           "[credentials-NAME] with authname= and password=, and [auth-libvirt-HOST] "
           "credentials=NAME (HOST is localhost for a local socket; or auth-libvirt-default). "
           "libvirt reads it; virtgated only checks it: an absolute path to a regular file "
-          "owned by virtgated's user, mode 0600 or stricter, or virtgated refuses to start. "
+          "owned by virtgated's user with no group or other permission bits (e.g. 0600), or "
+          "virtgated refuses to start. "
           "virtgated never prompts: a credential the file does not give fails the connection, "
           "named in the log and the UNAVAILABLE messages. Empty: libvirt's own search "
-          "($LIBVIRT_AUTH_FILE, ~/.config/libvirt/auth.conf, /etc/libvirt/auth.conf)");
+          "($LIBVIRT_AUTH_FILE, the URI's authfile=, ~/.config/libvirt/auth.conf, "
+          "/etc/libvirt/auth.conf)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
           "A non-loopback address needs --tls_cert/--tls_key or --insecure");
