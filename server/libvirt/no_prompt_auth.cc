@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -35,6 +36,14 @@ const CredentialName* Find(int type) {
     if (n.type == type) return &n;
   }
   return nullptr;
+}
+
+// The auth file's service name for `uri`: "ssh" for the libssh and libssh2
+// transports (their username and password helpers), "libvirt" (SASL)
+// otherwise.
+const char* AuthService(absl::string_view uri) {
+  const absl::string_view scheme = uri.substr(0, uri.find(':'));
+  return absl::StrContains(scheme, "+libssh") ? "ssh" : "libvirt";
 }
 
 // The host libvirt looks the credentials up for: the URI's server, or
@@ -78,6 +87,7 @@ int NoPromptAuth::Callback(virConnectCredentialPtr cred, unsigned int ncred, voi
 
 absl::Status NoPromptAuth::MissingCredentials(absl::StatusCode code, const std::string& uri,
                                               const std::string& auth_file) const {
+  if (asked_.empty()) return absl::Status(code, absl::StrCat(uri, ": nothing was asked for"));
   std::vector<std::string> what;
   std::vector<std::string> keys;
   for (int type : asked_) {
@@ -101,10 +111,12 @@ absl::Status NoPromptAuth::MissingCredentials(absl::StatusCode code, const std::
                     ") in an auth file (--libvirt_auth_file)");
   } else {
     const std::string host = AuthHost(uri);
+    const char* service = AuthService(uri);
     absl::StrAppend(&message, "the auth file ", auth_file, " (--libvirt_auth_file) has no ",
-                    absl::StrJoin(keys, ", "), " for host ", host,
-                    ": add it to the [credentials-NAME] group that [auth-libvirt-", host,
-                    "] or [auth-libvirt-default] names");
+                    absl::StrJoin(keys, ", "), " for host ", host, ": add ",
+                    keys.size() == 1 ? "it" : "them",
+                    " to the [credentials-NAME] group that [auth-", service, "-", host,
+                    "] or [auth-", service, "-default] names");
   }
   return absl::Status(code, message);
 }

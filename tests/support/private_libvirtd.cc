@@ -64,7 +64,8 @@ absl::Status SetUpSasl(const std::string& dir, const PrivateLibvirtd::SaslUser& 
                                             << "sasldb_path: " << db << "\n";
   // The password goes in on stdin (-p), never on a command line.
   CommandResult made = RunCommand(
-      {"/bin/sh", "-c", "printf %s \"$VIRTGATE_SASL_PASSWORD\" | \"$0\" -p -a libvirt -f \"$1\" \"$2\"",
+      {"/bin/sh", "-c",
+       "printf %s \"$VIRTGATE_SASL_PASSWORD\" | \"$0\" -p -a libvirt -f \"$1\" \"$2\"",
        kSaslPasswd, db, user.name},
       {absl::StrCat("VIRTGATE_SASL_PASSWORD=", user.password)});
   if (made.exit_code != 0) {

@@ -117,6 +117,15 @@ TEST(NoPromptAuthTest, NamesWhatWasAskedAndWhereToGiveIt) {
             "(--libvirt_auth_file) has no password= for host ::1: add it to the "
             "[credentials-NAME] group that [auth-libvirt-::1] or [auth-libvirt-default] names");
 
+  NoPromptAuth ssh;
+  Ask(&ssh, {VIR_CRED_AUTHNAME, VIR_CRED_PASSPHRASE});
+  EXPECT_TRUE(absl::StrContains(
+      ssh.MissingCredentials(absl::StatusCode::kUnauthenticated,
+                             "qemu+libssh2://admin@kvm1.example/system", "/a.conf")
+          .message(),
+      "has no authname=, password= for host kvm1.example: add them to the [credentials-NAME] "
+      "group that [auth-ssh-kvm1.example] or [auth-ssh-default] names"));
+
   NoPromptAuth prompt;
   Ask(&prompt, {VIR_CRED_ECHOPROMPT});
   EXPECT_TRUE(absl::StrContains(
