@@ -17,6 +17,9 @@ build_pkgs=(cmake ninja-build g++ pkg-config
 test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # a real libvirtd for the integration tests (started privately by the tests)
   libvirt-daemon
+  # a private libvirtd that wants a SASL login (the libvirt credentials test):
+  # saslpasswd2, and the SCRAM module
+  sasl2-bin libsasl2-modules
   # the -Wthread-safety build; the ASan/UBSan runtime comes with gcc
   clang
   # end-to-end tests: QEMU guests (TCG) under a system libvirtd

@@ -17,6 +17,7 @@
 #include "server/base/log.h"
 #include "server/base/quote.h"
 #include "server/rpc/tls_credentials.h"
+#include "server/libvirt/auth_file.h"
 
 namespace virtgate {
 namespace {
@@ -120,7 +121,8 @@ absl::Status ValidateOptions(const Server::Options& options) {
 }
 
 ConnectOptions Connect(const Server::Options& o) {
-  return {o.libvirt_uri, o.read_only, o.keepalive_interval_s, o.keepalive_count};
+  return {o.libvirt_uri, o.read_only, o.keepalive_interval_s, o.keepalive_count,
+          o.libvirt_auth_file};
 }
 
 ConnectionPool::Options PoolOptions(const Server::Options& o) {
@@ -148,6 +150,12 @@ bool IsLoopbackOrUnix(const std::string& listen) {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  if (!options.libvirt_auth_file.empty()) {
+    if (absl::Status s = CheckAuthFile(options.libvirt_auth_file, options.libvirt_uri); !s.ok()) {
+      return s;
+    }
+    LogInfo("libvirt credentials from ", options.libvirt_auth_file);
+  }
   absl::StatusOr<ListenAddress> listen = ParseListenAddress(options.listen);
   if (!listen.ok()) return listen.status();
   std::unique_ptr<StagedTlsFiles> tls_files;

@@ -42,6 +42,10 @@ class Server {
  public:
   struct Options {
     std::string libvirt_uri = "qemu:///system";
+    // A libvirt auth.conf with the credentials libvirt asks for (e.g. a
+    // SASL login); refused at start unless only our user can read it (see
+    // CheckAuthFile). Empty: libvirt's own search. Never a prompt.
+    std::string libvirt_auth_file;
     // "host:port" (port 0 picks a free one) or "unix:/path".
     std::string listen = "127.0.0.1:50051";
     // A unix socket's group (name or number), whose members may connect.

@@ -14,6 +14,17 @@
 ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
           "libvirt URI to serve, e.g. qemu:///system, test:///default, "
           "qemu+unix:///system?socket=/run/libvirt/libvirt-sock-ro");
+ABSL_FLAG(std::string, libvirt_auth_file, "",
+          "libvirt's own auth.conf giving the credentials libvirt asks for (e.g. a SASL login): "
+          "[credentials-NAME] with authname= and password=, and [auth-libvirt-HOST] "
+          "credentials=NAME (HOST is localhost for a local socket; or auth-libvirt-default). "
+          "libvirt reads it; virtgated only checks it: an absolute path to a regular file "
+          "owned by virtgated's user with no group or other permission bits (e.g. 0600), or "
+          "virtgated refuses to start. "
+          "virtgated never prompts: a credential the file does not give fails the connection, "
+          "named in the log and the UNAVAILABLE messages. Empty: libvirt's own search "
+          "($LIBVIRT_AUTH_FILE, the URI's authfile=, ~/.config/libvirt/auth.conf, "
+          "/etc/libvirt/auth.conf)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
           "A non-loopback address needs --tls_cert/--tls_key or --insecure");
@@ -98,6 +109,7 @@ absl::Status FlagsFromEnvironment() {
 absl::StatusOr<Server::Options> OptionsFromFlags() {
   Server::Options options;
   options.libvirt_uri = absl::GetFlag(FLAGS_libvirt_uri);
+  options.libvirt_auth_file = absl::GetFlag(FLAGS_libvirt_auth_file);
   options.listen = absl::GetFlag(FLAGS_listen);
   options.listen_group = absl::GetFlag(FLAGS_listen_group);
   options.pool_size = absl::GetFlag(FLAGS_pool_size);

@@ -5,7 +5,9 @@
 #include <algorithm>
 
 #include "server/base/log.h"
+#include "server/libvirt/auth_file.h"
 #include "server/libvirt/errors.h"
+#include "server/libvirt/no_prompt_auth.h"
 
 namespace virtgate {
 namespace {
@@ -37,8 +39,17 @@ absl::StatusOr<ConnectHandle> OpenConnection(const ConnectOptions& options,
                                              std::weak_ptr<CloseListener> listener,
                                              uint64_t tag) {
   const unsigned int flags = options.read_only ? VIR_CONNECT_RO : 0;
-  ConnectHandle conn(virConnectOpenAuth(options.uri.c_str(), virConnectAuthPtrDefault, flags));
-  if (!conn) return LastLibvirtError(options.uri);
+  const std::string uri = options.auth_file.empty()
+                              ? options.uri
+                              : UriWithAuthFile(options.uri, options.auth_file);
+  NoPromptAuth auth;
+  ConnectHandle conn(virConnectOpenAuth(uri.c_str(), auth.get(), flags));
+  if (!conn) {
+    // Named after options.uri: `uri` is the same plus the file's path.
+    absl::Status error = LastLibvirtError(options.uri);
+    if (auth.asked()) return auth.MissingCredentials(error.code(), options.uri, options.auth_file);
+    return error;
+  }
   // Only the remote driver has keepalive and close callbacks; in-process
   // drivers (test:///, qemu:///embed) refuse keepalive, which tells them
   // apart. Interval -1 (keepalive off) still answers the question.

@@ -1,7 +1,8 @@
 // How virtgated opens libvirt connections and paces reopening them: the one
 // helper both the call ConnectionPool and the LifecycleFeed use.
 //
-// - OpenConnection: virConnectOpenAuth (read-only unless configured), then on
+// - OpenConnection: virConnectOpenAuth (read-only unless configured) with
+//   credentials from the auth file and never a prompt (NoPromptAuth), then on
 //   remote URIs (every daemon URI, qemu:///system included) keepalive and a
 //   close callback that tells a CloseListener why the connection died.
 //   In-process drivers (test:///default) have neither: they cannot be lost.
@@ -37,6 +38,11 @@ struct ConnectOptions {
   // after count unanswered pings. interval <= 0 disables it.
   int keepalive_interval_s = 5;
   int keepalive_count = 5;
+  // A libvirt auth.conf (--libvirt_auth_file, checked by CheckAuthFile),
+  // handed to libvirt as the URI's authfile=. Empty: libvirt's own search
+  // ($LIBVIRT_AUTH_FILE, $XDG_CONFIG_HOME/libvirt/auth.conf,
+  // /etc/libvirt/auth.conf).
+  std::string auth_file;
 };
 
 // Told when a connection opened by OpenConnection closes. Called on the
@@ -51,7 +57,9 @@ class CloseListener {
 };
 
 // Opens one connection. `listener` (held weakly, so it may go away first)
-// hears of its close with `tag`. Errors are libvirt's, mapped.
+// hears of its close with `tag`. Errors are libvirt's, mapped, and name
+// `options.uri` (never the auth file's contents); a credential libvirt asked
+// for and did not get is named (UNAUTHENTICATED, see NoPromptAuth).
 absl::StatusOr<ConnectHandle> OpenConnection(const ConnectOptions& options,
                                              std::weak_ptr<CloseListener> listener, uint64_t tag);
 

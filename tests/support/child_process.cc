@@ -57,6 +57,7 @@ absl::StatusOr<pid_t> SpawnChild(const ChildOptions& options) {
   std::vector<char*> c_env = CStrings(&env);
   const int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null_fd < 0) return absl::InternalError(absl::StrCat("open /dev/null: ", strerror(errno)));
+  const int in_fd = options.stdin_fd >= 0 ? options.stdin_fd : null_fd;
   const int out_fd = options.log_fd >= 0 ? options.log_fd : null_fd;
   const int err_fd = options.stderr_fd >= 0 ? options.stderr_fd : out_fd;
   const int death_signal = options.death_signal != 0 ? options.death_signal : SIGKILL;
@@ -73,7 +74,7 @@ absl::StatusOr<pid_t> SpawnChild(const ChildOptions& options) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
+    if (dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
         dup2(err_fd, STDERR_FILENO) < 0) {
       _exit(127);
     }

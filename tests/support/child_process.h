@@ -6,8 +6,8 @@
 // fork: test binaries have many threads (gRPC, libvirt), and a child forked
 // while another thread holds a lock (the allocator's, the environment's)
 // deadlocks if it takes it. The child dies with the thread that forked it
-// (PR_SET_PDEATHSIG), starts with no signals blocked, stdin from /dev/null,
-// and inherits no other descriptor of the test.
+// (PR_SET_PDEATHSIG), starts with no signals blocked, stdin from /dev/null
+// (or the caller's descriptor), and inherits no other descriptor of the test.
 #pragma once
 
 #include <sys/types.h>
@@ -34,6 +34,7 @@ struct ChildOptions {
   std::vector<std::string> argv;  // argv[0] is the program's path
   // Extra "NAME=value" entries on top of ChildEnvironment.
   std::vector<std::string> extra_env;
+  int stdin_fd = -1;   // -1: /dev/null
   int log_fd = -1;     // stdout and stderr; -1: /dev/null
   int stderr_fd = -1;  // stderr, if not log_fd
   int death_signal = 0;  // 0: SIGKILL

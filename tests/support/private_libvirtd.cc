@@ -3,6 +3,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -28,10 +29,59 @@ namespace {
 
 constexpr const char* kLibvirtd = "/usr/sbin/libvirtd";
 constexpr const char* kVirsh = "/usr/bin/virsh";
+constexpr const char* kSaslPasswd = "/usr/sbin/saslpasswd2";
+
+bool HasScramModule() {
+  for (const char* pattern : {"/usr/lib/*/sasl2/libscram.so*", "/usr/lib/sasl2/libscram.so*"}) {
+    glob_t found{};
+    const bool any = glob(pattern, 0, nullptr, &found) == 0;
+    globfree(&found);
+    if (any) return true;
+  }
+  return false;
+}
+
+// Our own connections fail rather than prompt if the file lacks an answer.
+int RefuseToPrompt(virConnectCredentialPtr, unsigned int ncred, void*) {
+  return ncred == 0 ? 0 : -1;
+}
+
+// The daemon's SASL setup in `dir`/sasl (SASL_CONF_PATH): SCRAM-SHA-256
+// only, one user in a sasldb; and an auth file for the test's own logins.
+absl::Status SetUpSasl(const std::string& dir, const PrivateLibvirtd::SaslUser& user) {
+  if (access(kSaslPasswd, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kSaslPasswd, " not found: install Debian's sasl2-bin package to run this test"));
+  }
+  if (!HasScramModule()) {
+    return absl::FailedPreconditionError(
+        "no SASL SCRAM module (libscram.so): install Debian's libsasl2-modules package to run "
+        "this test");
+  }
+  std::filesystem::create_directories(dir + "/sasl");
+  const std::string db = dir + "/sasl/passwd.db";
+  std::ofstream(dir + "/sasl/libvirt.conf") << "mech_list: scram-sha-256\n"
+                                            << "sasldb_path: " << db << "\n";
+  // The password goes in on stdin (-p), never on a command line.
+  CommandResult made = RunCommand(
+      {"/bin/sh", "-c",
+       "printf %s \"$VIRTGATE_SASL_PASSWORD\" | \"$0\" -p -a libvirt -f \"$1\" \"$2\"",
+       kSaslPasswd, db, user.name},
+      {absl::StrCat("VIRTGATE_SASL_PASSWORD=", user.password)});
+  if (made.exit_code != 0) {
+    return absl::InternalError(absl::StrCat("saslpasswd2 failed: ", made.Describe()));
+  }
+  const std::string auth = dir + "/own-auth.conf";
+  std::ofstream(auth) << "[credentials-test]\nauthname=" << user.name
+                      << "\npassword=" << user.password
+                      << "\n\n[auth-libvirt-localhost]\ncredentials=test\n";
+  chmod(auth.c_str(), 0600);
+  return absl::OkStatus();
+}
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start(bool running) {
+absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start(Options options) {
   if (access(kLibvirtd, X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         kLibvirtd, " not found: install Debian's libvirt-daemon package to run this test"));
@@ -48,16 +98,23 @@ absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> PrivateLibvirtd::Start(bool run
   d->dir_ = tmpl;
   std::filesystem::create_directories(d->dir_ + "/sock");
   std::filesystem::create_directories(d->dir_ + "/drivers");
+  d->uri_ = absl::StrCat("test+unix:///default?socket=", d->dir_, "/sock/libvirt-sock");
+  d->own_uri_ = d->uri_;
+  if (options.sasl) {
+    if (absl::Status s = SetUpSasl(d->dir_, *options.sasl); !s.ok()) return s;
+    d->sasl_ = true;
+    d->own_uri_ = absl::StrCat(d->uri_, "&authfile=", d->dir_, "/own-auth.conf");
+  }
+  const char* auth = options.sasl ? "sasl" : "none";
   std::ofstream conf(d->dir_ + "/libvirtd.conf");
   conf << "unix_sock_dir = \"" << d->dir_ << "/sock\"\n"
-       << "auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n"
+       << "auth_unix_rw = \"" << auth << "\"\nauth_unix_ro = \"" << auth << "\"\n"
        << "listen_tcp = 0\nlisten_tls = 0\n"
        // Plenty of room for tests that open many connections or calls.
        << "max_clients = 5000\nmax_anonymous_clients = 5000\n"
        << "max_workers = 20\nmax_client_requests = 5\n";
   conf.close();
-  d->uri_ = absl::StrCat("test+unix:///default?socket=", d->dir_, "/sock/libvirt-sock");
-  if (!running) return d;
+  if (!options.running) return d;
   if (absl::Status s = d->Spawn(); !s.ok()) return s;
   return d;
 }
@@ -78,6 +135,7 @@ absl::Status PrivateLibvirtd::Spawn() {
   ChildOptions o;
   o.argv = {kLibvirtd, "-f", conf, "--pid-file", pidfile};
   o.extra_env = {absl::StrCat("LIBVIRT_DRIVER_DIR=", drivers)};
+  if (sasl_) o.extra_env.push_back(absl::StrCat("SASL_CONF_PATH=", dir_, "/sasl"));
   o.log_fd = log_fd;
   absl::StatusOr<pid_t> pid = SpawnChild(o);
   close(log_fd);
@@ -91,12 +149,10 @@ absl::Status PrivateLibvirtd::Spawn() {
           pid_ = -1;
           return true;  // died: reported below
         }
-        virConnectPtr c = virConnectOpen(uri_.c_str());
-        if (c == nullptr) {
+        if (!Connect()) {
           virResetLastError();
           return false;
         }
-        virConnectClose(c);
         return true;
       },
       absl::Seconds(30));
@@ -110,6 +166,13 @@ absl::Status PrivateLibvirtd::Spawn() {
                                             "); see ", log));
   }
   return absl::OkStatus();
+}
+
+ConnectHandle PrivateLibvirtd::Connect() const {
+  if (!sasl_) return ConnectHandle(virConnectOpen(uri_.c_str()));
+  int types[] = {VIR_CRED_AUTHNAME, VIR_CRED_PASSPHRASE};
+  virConnectAuth auth = {types, 2, &RefuseToPrompt, nullptr};
+  return ConnectHandle(virConnectOpenAuth(own_uri_.c_str(), &auth, 0));
 }
 
 void PrivateLibvirtd::Kill() {
@@ -134,7 +197,7 @@ absl::Status PrivateLibvirtd::Restart() {
 std::string PrivateLibvirtd::Log() const { return ReadFile(dir_ + "/libvirtd.log"); }
 
 CommandResult PrivateLibvirtd::Virsh(std::vector<std::string> args) const {
-  args.insert(args.begin(), {kVirsh, "-q", "-c", uri_});
+  args.insert(args.begin(), {kVirsh, "-q", "-c", own_uri_});
   return RunCommand(std::move(args));
 }
 

@@ -5,8 +5,9 @@
 // can be killed, stopped (SIGSTOP) and restarted on the same socket.
 //
 // It touches no root-owned socket: unix_sock_dir is a fresh temp dir,
-// authentication is off, TCP/TLS listeners are off, and LIBVIRT_DRIVER_DIR
-// points at an empty dir so no hypervisor driver (QEMU, LXC, …) loads.
+// authentication is off (or a SASL login of its own, Options::sasl),
+// TCP/TLS listeners are off, and LIBVIRT_DRIVER_DIR points at an empty dir
+// so no hypervisor driver (QEMU, LXC, …) loads.
 // The daemon is our child; it is stopped by pid, and only it. It gets
 // SIGKILL if the thread that started it exits, so start it from the main
 // thread (gtest's SetUpTestSuite and test bodies are).
@@ -16,6 +17,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,17 +29,34 @@ namespace virtgate::testing {
 
 class PrivateLibvirtd {
  public:
-  // FAILED_PRECONDITION (say what is missing) when libvirtd is not installed.
-  // With running = false, only prepares its directory and URI: Restart()
-  // starts it (a libvirtd that appears after virtgated).
-  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start(bool running = true);
+  // A user that must log in with SASL (SCRAM-SHA-256, checked against a
+  // sasldb of the daemon's own) on both sockets.
+  struct SaslUser {
+    std::string name;
+    std::string password;
+  };
+  struct Options {
+    // false: only prepares its directory and URI: Restart() starts it (a
+    // libvirtd that appears after virtgated).
+    bool running = true;
+    std::optional<SaslUser> sasl;  // unset: no authentication
+  };
+
+  // FAILED_PRECONDITION (say what is missing) when libvirtd, or for SASL
+  // saslpasswd2 (sasl2-bin) or the SCRAM module (libsasl2-modules), is not
+  // installed.
+  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start(Options options);
+  static absl::StatusOr<std::unique_ptr<PrivateLibvirtd>> Start(bool running = true) {
+    return Start(Options{running, std::nullopt});
+  }
   ~PrivateLibvirtd();  // stops the daemon and removes its temp dir
 
-  // test+unix:///default?socket=<dir>/libvirt-sock
+  // test+unix:///default?socket=<dir>/libvirt-sock (no credentials in it)
   const std::string& uri() const { return uri_; }
   // A read-write connection of the test's own (null if it does not open):
-  // how a test changes domains, as another tool would.
-  ConnectHandle Connect() const { return ConnectHandle(virConnectOpen(uri_.c_str())); }
+  // how a test changes domains, as another tool would. Under SASL it logs
+  // in from an auth file of the daemon's directory, never prompting.
+  ConnectHandle Connect() const;
   pid_t pid() const { return pid_; }
   // Its private directory (socket, config, log); removed with it.
   const std::string& dir() const { return dir_; }
@@ -62,6 +81,8 @@ class PrivateLibvirtd {
 
   std::string dir_;
   std::string uri_;
+  std::string own_uri_;  // uri_, plus the auth file of its own under SASL
+  bool sasl_ = false;
   pid_t pid_ = -1;
 };
 

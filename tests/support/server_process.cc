@@ -69,12 +69,20 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
                    absl::StrCat("LIBVIRT_LOG_OUTPUTS=2:file:", v->rpc_trace_path_)};
   }
   o.extra_env.insert(o.extra_env.end(), config.extra_env.begin(), config.extra_env.end());
+  int stdin_pipe[2] = {-1, -1};
+  if (config.stdin_pipe && pipe2(stdin_pipe, O_CLOEXEC) != 0) {
+    close(log_fd);
+    return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
+  }
+  v->stdin_writer_ = stdin_pipe[1];
+  o.stdin_fd = stdin_pipe[0];
   o.log_fd = log_fd;
   o.uid = config.uid;
   o.gid = config.gid;
   o.groups = config.groups;
   absl::StatusOr<pid_t> pid = SpawnChild(o);
   close(log_fd);
+  if (stdin_pipe[0] >= 0) close(stdin_pipe[0]);
   if (!pid.ok()) return pid.status();
   v->pid_ = *pid;
 
@@ -115,6 +123,7 @@ ServerProcess::~ServerProcess() {
   stub_.reset();
   health_.reset();
   if (pid_ > 0) StopChild(pid_, stop_grace_);
+  if (stdin_writer_ >= 0) close(stdin_writer_);
 }
 
 absl::StatusOr<int> ServerProcess::Terminate(absl::Duration deadline) {

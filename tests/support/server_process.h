@@ -64,6 +64,9 @@ class ServerProcess {
     // Start() waits until health says SERVING; false: until it answers at
     // all (e.g. NOT_SERVING while libvirt is not up yet).
     bool wait_serving = true;
+    // stdin a pipe that the test holds open and never writes, instead of
+    // /dev/null: anything that reads stdin (a password prompt) blocks.
+    bool stdin_pipe = false;
   };
 
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(Config config);
@@ -100,6 +103,7 @@ class ServerProcess {
   std::string rpc_trace_path_;
   absl::Duration stop_grace_;
   pid_t pid_ = -1;
+  int stdin_writer_ = -1;  // the never-written end of a stdin pipe
   std::unique_ptr<v1::Hypervisor::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
@@ -111,9 +115,8 @@ int TotalCalls(const std::map<int, int>& calls);
 // A deadline for a ClientContext, `timeout` from now.
 std::chrono::system_clock::time_point DeadlineIn(absl::Duration timeout);
 
-// The virtgated binary under test.
+// The virtgated and virtgatectl binaries under test.
 std::string VirtgatedPath();
-// The virtgatectl binary under test.
 std::string VirtgatectlPath();
 // Runs the virtgatectl under test with `args` (and `env`, "NAME=value").
 CommandResult RunCtl(std::vector<std::string> args, const std::vector<std::string>& env = {});
