@@ -19,6 +19,9 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   libvirt-daemon
   # the -Wthread-safety build; the ASan/UBSan runtime comes with gcc
   clang
+  # the fuzz targets: libFuzzer and clang's own ASan/UBSan runtimes (only
+  # recommended by clang, so --no-install-recommends leaves them out)
+  libclang-rt-14-dev
   # end-to-end tests: QEMU guests (TCG) under a system libvirtd
   libvirt-daemon-system qemu-system-x86)
 
