@@ -59,6 +59,11 @@ int Main(const std::string& dir) {
   ok &= Write(tokens + "no-snapshot",
               EncodePageToken({"db", "6695eb01-f6a4-8304-79aa-97f2502e193f", 1, 0, 0}));
 
+  // A token near kMaxPageTokenBytes, and bytes that page_token_fuzzer
+  // reads as a cursor with a name of kMaxNameBytes.
+  ok &= Write(tokens + "long-name", EncodePageToken({std::string(2900, 'n'), web.uuid(), 1, 2, 3}));
+  ok &= Write(tokens + "long-cursor-bytes", std::string(64 + kMaxNameBytes + 24, 'a'));
+
   v1::ListDomainsRequest page2 = running;
   page2.set_page_token(TokenAfter(running, web));
   ok &= Write(requests + "list-first.bin", running.SerializeAsString());
@@ -87,6 +92,25 @@ int Main(const std::string& dir) {
   resume.set_resume_epoch("3f1c0a9e5b7d4c21");
   ok &= Write(requests + "watch-initial.bin", watch.SerializeAsString());
   ok &= Write(requests + "watch-resume.bin", resume.SerializeAsString());
+
+  // At and just past each limit, so that mutations start where the checks
+  // change their answer (libFuzzer seldom grows an input this far itself).
+  v1::GetDomainRequest longest;
+  longest.set_name(std::string(kMaxNameBytes - 2, 'n') + "\x01\x7f");
+  v1::GetDomainRequest too_long;
+  too_long.set_name(std::string(kMaxNameBytes + 1, 'n'));
+  ok &= Write(requests + "get-name-at-limit.bin", longest.SerializeAsString());
+  ok &= Write(requests + "get-name-past-limit.bin", too_long.SerializeAsString());
+  v1::ListDomainsRequest big_token;
+  big_token.set_page_token(std::string(kMaxPageTokenBytes + 1, 'A'));
+  ok &= Write(requests + "list-token-past-limit.bin", big_token.SerializeAsString());
+  v1::WatchLifecycleRequest many;
+  for (size_t i = 0; i <= kMaxFilterEntries; ++i) many.add_domain_names(std::to_string(i));
+  ok &= Write(requests + "watch-names-past-limit.bin", many.SerializeAsString());
+  v1::WatchLifecycleRequest long_epoch = resume;
+  long_epoch.set_resume_epoch(std::string(kMaxEpochBytes + 1, 'e'));
+  long_epoch.set_coalesce_ms(kMaxCoalesceMs + 1);
+  ok &= Write(requests + "watch-epoch-past-limit.bin", long_epoch.SerializeAsString());
   return ok ? 0 : 1;
 }
 
