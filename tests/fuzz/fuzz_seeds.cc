@@ -68,6 +68,9 @@ int Main(const std::string& dir) {
   page2.set_page_token(TokenAfter(running, web));
   ok &= Write(requests + "list-first.bin", running.SerializeAsString());
   ok &= Write(requests + "list-page-2.bin", page2.SerializeAsString());
+  v1::ListDomainsRequest other_filters = page2;  // the token is for `running`
+  other_filters.clear_active();
+  ok &= Write(requests + "list-token-for-other-filters.bin", other_filters.SerializeAsString());
   std::string text;
   google::protobuf::TextFormat::PrintToString(page2, &text);
   ok &= Write(requests + "list-page-2.txt", text);
