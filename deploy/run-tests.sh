@@ -49,8 +49,7 @@ fi
 if [ "${VIRTGATE_FUZZ:-1}" != "0" ]; then
   echo "== libFuzzer targets (clang, ASan + UBSan)"
   CC=clang CXX=clang++ BUILD_DIR=build-fuzz deploy/build.sh -DVIRTGATE_FUZZ=ON \
-    -DVIRTGATE_BUILD_TESTS=OFF \
-    ${VIRTGATE_FUZZ_SECONDS:+-DVIRTGATE_FUZZ_SECONDS=$VIRTGATE_FUZZ_SECONDS}
+    -DVIRTGATE_BUILD_TESTS=OFF -DVIRTGATE_FUZZ_SECONDS="${VIRTGATE_FUZZ_SECONDS:-60}"
   echo "== fuzzing"
   # A crash, leak, UB report, slow input or memory blow-up fails its test;
   # the input is kept in build-fuzz/fuzz-artifacts/.
