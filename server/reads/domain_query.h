@@ -4,6 +4,7 @@
 // is INVALID_ARGUMENT here and never reaches a worker or the event hub.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>

@@ -14,8 +14,10 @@
 //   WatchLifecycle request within the documented limits is accepted;
 // - the next page's token, issued after an accepted one, is accepted with
 //   the same request.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <google/protobuf/io/tokenizer.h>
