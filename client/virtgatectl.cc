@@ -1,9 +1,6 @@
 // virtgatectl: command-line client for virtgated, built on the client
-// library (include/virtgate/client.h) and the renderings in output.h.
-//
-// Arguments are parsed by hand rather than with absl::flags because the CLI
-// needs subcommands, short options (-o, -h), options on either side of the
-// command, and one-line usage errors with exit status 2.
+// library (include/virtgate/client.h), the command line as args.h parses it
+// and the renderings in output.h.
 #include <pthread.h>
 #include <signal.h>
 
@@ -13,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -25,14 +21,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "absl/time/time.h"
 #include "grpc/health/v1/health.pb.h"
-// Same directory: virtgatectl has no repo-root include path (CMakeLists.txt).
+#include "client/args.h"
 #include "client/output.h"
 #include "virtgate/client.h"
 
@@ -183,281 +176,6 @@ int PrintJson(const google::protobuf::Message& message) {
   return Print(*json);
 }
 
-enum class Output { kTable, kJson };
-
-// Everything the command line says.
-struct Invocation {
-  std::string server;
-  ClientOptions client;
-  Output output = Output::kTable;
-  bool help = false;
-  std::vector<std::string> positional;  // The command, then its arguments.
-
-  // list only.
-  std::optional<bool> active;
-  std::optional<bool> persistent;
-  std::optional<bool> autostart;
-  std::vector<v1::DomainState> states;
-  int page_size = 0;
-
-  // list and get.
-  bool cached = false;
-
-  // watch only.
-  std::vector<std::string> domains;
-  std::vector<v1::LifecycleEventType> types;
-  bool initial = false;
-
-  // The first list-only and watch-only options given, to reject them for
-  // other commands.
-  std::string first_list_option;
-  std::string first_read_option;
-  std::string first_watch_option;
-};
-
-enum class OptionId {
-  kServer,
-  kTimeout,
-  kOutput,
-  kTlsCa,
-  kTlsCert,
-  kTlsKey,
-  kHelp,
-  kActive,
-  kInactive,
-  kPersistent,
-  kTransient,
-  kAutostart,
-  kNoAutostart,
-  kState,
-  kPageSize,
-  kCached,
-  kDomain,
-  kType,
-  kInitial,
-};
-
-// Which command an option belongs to (kRead: list and get).
-enum class Scope { kAll, kList, kRead, kWatch };
-
-struct OptionSpec {
-  OptionId id;
-  absl::string_view name;  // Long name, with '-' as separator.
-  char short_name;         // 0: none.
-  bool takes_value;
-  Scope scope;
-};
-
-constexpr OptionSpec kOptions[] = {
-    {OptionId::kServer, "server", 0, true, Scope::kAll},
-    {OptionId::kTimeout, "timeout", 0, true, Scope::kAll},
-    {OptionId::kOutput, "output", 'o', true, Scope::kAll},
-    {OptionId::kTlsCa, "tls-ca", 0, true, Scope::kAll},
-    {OptionId::kTlsCert, "tls-cert", 0, true, Scope::kAll},
-    {OptionId::kTlsKey, "tls-key", 0, true, Scope::kAll},
-    {OptionId::kHelp, "help", 'h', false, Scope::kAll},
-    {OptionId::kActive, "active", 0, false, Scope::kList},
-    {OptionId::kInactive, "inactive", 0, false, Scope::kList},
-    {OptionId::kPersistent, "persistent", 0, false, Scope::kList},
-    {OptionId::kTransient, "transient", 0, false, Scope::kList},
-    {OptionId::kAutostart, "autostart", 0, false, Scope::kList},
-    {OptionId::kNoAutostart, "no-autostart", 0, false, Scope::kList},
-    {OptionId::kState, "state", 0, true, Scope::kList},
-    {OptionId::kPageSize, "page-size", 0, true, Scope::kList},
-    {OptionId::kCached, "cached", 0, false, Scope::kRead},
-    {OptionId::kDomain, "domain", 0, true, Scope::kWatch},
-    {OptionId::kType, "type", 0, true, Scope::kWatch},
-    {OptionId::kInitial, "initial", 0, false, Scope::kWatch},
-};
-
-const OptionSpec* FindLong(absl::string_view name) {
-  const std::string normalized = absl::StrReplaceAll(name, {{"_", "-"}});
-  for (const OptionSpec& spec : kOptions) {
-    if (spec.name == normalized) return &spec;
-  }
-  return nullptr;
-}
-
-const OptionSpec* FindShort(char name) {
-  for (const OptionSpec& spec : kOptions) {
-    if (spec.short_name != 0 && spec.short_name == name) return &spec;
-  }
-  return nullptr;
-}
-
-// Sets a tri-state filter; giving both of a pair (--active --inactive) is a
-// contradiction the user should hear about rather than "last one wins".
-absl::Status SetFilter(std::optional<bool>* filter, bool value, absl::string_view yes,
-                       absl::string_view no) {
-  if (filter->has_value() && **filter != value) {
-    return absl::InvalidArgumentError(absl::StrCat("--", yes, " and --", no, " exclude each other"));
-  }
-  *filter = value;
-  return absl::OkStatus();
-}
-
-absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view text) {
-  absl::Duration timeout;
-  int64_t seconds = 0;
-  // A bare number is seconds, the unit people mean when they leave it out.
-  if (absl::SimpleAtoi(text, &seconds)) {
-    timeout = absl::Seconds(seconds);
-  } else if (!absl::ParseDuration(text, &timeout)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad --timeout \"", text, "\": want a duration like 500ms, 3s or 1m"));
-  }
-  if (timeout <= absl::ZeroDuration() || timeout == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad --timeout \"", text, "\": must be positive and finite"));
-  }
-  return timeout;
-}
-
-absl::Status ApplyOption(const OptionSpec& spec, absl::string_view value, Invocation* inv) {
-  if (spec.scope == Scope::kList && inv->first_list_option.empty()) {
-    inv->first_list_option = absl::StrCat("--", spec.name);
-  }
-  if (spec.scope == Scope::kRead && inv->first_read_option.empty()) {
-    inv->first_read_option = absl::StrCat("--", spec.name);
-  }
-  if (spec.scope == Scope::kWatch && inv->first_watch_option.empty()) {
-    inv->first_watch_option = absl::StrCat("--", spec.name);
-  }
-  switch (spec.id) {
-    case OptionId::kServer:
-      if (value.empty()) return absl::InvalidArgumentError("--server needs an address");
-      inv->server = std::string(value);
-      return absl::OkStatus();
-    case OptionId::kTimeout: {
-      absl::StatusOr<absl::Duration> timeout = ParseTimeout(value);
-      if (!timeout.ok()) return timeout.status();
-      inv->client.timeout = *timeout;
-      return absl::OkStatus();
-    }
-    case OptionId::kOutput:
-      if (value == "table") {
-        inv->output = Output::kTable;
-      } else if (value == "json") {
-        inv->output = Output::kJson;
-      } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat("bad --output \"", value, "\": want table or json"));
-      }
-      return absl::OkStatus();
-    case OptionId::kTlsCa:
-      inv->client.tls_ca_file = std::string(value);
-      return absl::OkStatus();
-    case OptionId::kTlsCert:
-      inv->client.tls_cert_file = std::string(value);
-      return absl::OkStatus();
-    case OptionId::kTlsKey:
-      inv->client.tls_key_file = std::string(value);
-      return absl::OkStatus();
-    case OptionId::kHelp:
-      inv->help = true;
-      return absl::OkStatus();
-    case OptionId::kActive:
-      return SetFilter(&inv->active, true, "active", "inactive");
-    case OptionId::kInactive:
-      return SetFilter(&inv->active, false, "active", "inactive");
-    case OptionId::kPersistent:
-      return SetFilter(&inv->persistent, true, "persistent", "transient");
-    case OptionId::kTransient:
-      return SetFilter(&inv->persistent, false, "persistent", "transient");
-    case OptionId::kAutostart:
-      return SetFilter(&inv->autostart, true, "autostart", "no-autostart");
-    case OptionId::kNoAutostart:
-      return SetFilter(&inv->autostart, false, "autostart", "no-autostart");
-    case OptionId::kState:
-      for (absl::string_view name : absl::StrSplit(value, ',')) {
-        v1::DomainState state;
-        if (!ParseDomainStateName(absl::StripAsciiWhitespace(name), &state)) {
-          return absl::InvalidArgumentError(absl::StrCat("bad --state \"", name,
-                                                         "\": want one of ", DomainStateNames()));
-        }
-        bool seen = false;
-        for (v1::DomainState s : inv->states) seen = seen || s == state;
-        if (!seen) inv->states.push_back(state);
-      }
-      return absl::OkStatus();
-    case OptionId::kPageSize:
-      if (!absl::SimpleAtoi(value, &inv->page_size) || inv->page_size < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("bad --page-size \"", value, "\": want a number >= 0"));
-      }
-      return absl::OkStatus();
-    case OptionId::kCached:
-      inv->cached = true;
-      return absl::OkStatus();
-    case OptionId::kDomain:
-      if (value.empty()) return absl::InvalidArgumentError("--domain needs a name or UUID");
-      inv->domains.emplace_back(value);
-      return absl::OkStatus();
-    case OptionId::kType:
-      for (absl::string_view name : absl::StrSplit(value, ',')) {
-        v1::LifecycleEventType type;
-        if (!ParseLifecycleEventTypeName(absl::StripAsciiWhitespace(name), &type)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "bad --type \"", name, "\": want one of ", LifecycleEventTypeNames()));
-        }
-        bool seen = false;
-        for (v1::LifecycleEventType t : inv->types) seen = seen || t == type;
-        if (!seen) inv->types.push_back(type);
-      }
-      return absl::OkStatus();
-    case OptionId::kInitial:
-      inv->initial = true;
-      return absl::OkStatus();
-  }
-  return absl::InternalError("unhandled option");
-}
-
-absl::Status ParseArgs(int argc, char** argv, Invocation* inv) {
-  bool options_done = false;
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view arg = argv[i];
-    if (options_done || arg == "-" || !absl::StartsWith(arg, "-")) {
-      inv->positional.emplace_back(arg);
-      continue;
-    }
-    if (arg == "--") {
-      options_done = true;
-      continue;
-    }
-    const OptionSpec* spec = nullptr;
-    std::optional<absl::string_view> value;
-    std::string shown;  // The option as the user spelled it, for errors.
-    if (absl::StartsWith(arg, "--")) {
-      absl::string_view name = arg.substr(2);
-      const size_t eq = name.find('=');
-      if (eq != absl::string_view::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      }
-      shown = absl::StrCat("--", name);
-      spec = FindLong(name);
-    } else {
-      shown = std::string(arg.substr(0, 2));
-      spec = FindShort(arg[1]);
-      // "-ojson" and "-o=json" as well as "-o json".
-      if (arg.size() > 2) value = absl::StripPrefix(arg.substr(2), "=");
-    }
-    if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown option ", shown));
-    if (!spec->takes_value && value.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat("option ", shown, " takes no value"));
-    }
-    if (spec->takes_value && !value.has_value()) {
-      if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(absl::StrCat("option ", shown, " needs a value"));
-      }
-      value = argv[++i];
-    }
-    absl::Status applied = ApplyOption(*spec, value.value_or(""), inv);
-    if (!applied.ok()) return applied;
-  }
-  return absl::OkStatus();
-}
-
 int RunList(const Client& client, const Invocation& inv) {
   v1::ListDomainsRequest request;
   request.set_page_size(inv.page_size);
@@ -478,7 +196,7 @@ int RunList(const Client& client, const Invocation& inv) {
 }
 
 int RunGet(const Client& client, const Invocation& inv) {
-  const std::string& name_or_uuid = inv.positional[1];
+  const std::string& name_or_uuid = inv.argument;
   absl::StatusOr<v1::Domain> domain = client.GetDomain(
       name_or_uuid, inv.cached ? v1::READ_CONSISTENCY_CACHED : v1::READ_CONSISTENCY_FRESH);
   if (!domain.ok()) {
@@ -502,7 +220,7 @@ int RunHost(const Client& client, const Invocation& inv) {
 }
 
 int RunHealth(const Client& client, const Invocation& inv) {
-  const std::string service = inv.positional.size() > 1 ? inv.positional[1] : "";
+  const std::string& service = inv.argument;
   absl::StatusOr<bool> serving = client.CheckHealth(service);
   if (!serving.ok()) {
     return CallFailed(serving.status(), service,
@@ -602,22 +320,6 @@ int RunWatch(const Client& client, const Invocation& inv) {
   return interrupted.load() ? kExitOk : Fail(kExitFailure, "watch ended unexpectedly");
 }
 
-struct Command {
-  absl::string_view name;
-  size_t min_args;
-  size_t max_args;
-  absl::string_view args_usage;
-  int (*run)(const Client&, const Invocation&);
-};
-
-constexpr Command kCommands[] = {
-    {"list", 0, 0, "", RunList},
-    {"get", 1, 1, " NAME|UUID", RunGet},
-    {"host", 0, 0, "", RunHost},
-    {"health", 0, 1, " [SERVICE]", RunHealth},
-    {"watch", 0, 0, "", RunWatch},
-};
-
 // gRPC logs some transport failures (e.g. a TLS handshake) to stderr itself;
 // the CLI reports them in its one error line instead.
 void SilenceGrpcLogging() {
@@ -628,48 +330,47 @@ void SilenceGrpcLogging() {
 
 int Main(int argc, char** argv) {
   SilenceGrpcLogging();
-  Invocation inv;
-  const char* env_server = std::getenv(std::string(kServerEnv).c_str());
-  inv.server = env_server != nullptr && env_server[0] != '\0' ? env_server
-                                                               : std::string(kDefaultServer);
-  absl::Status parsed = ParseArgs(argc, argv, &inv);
-  if (!parsed.ok()) return UsageError(parsed.message());
+  absl::StatusOr<Invocation> parsed = ParseArgs(argc, argv);
+  if (!parsed.ok()) return UsageError(parsed.status().message());
+  const Invocation& inv = *parsed;
 
-  if (inv.help || (!inv.positional.empty() && inv.positional[0] == "help")) {
-    std::fputs(Usage().c_str(), stdout);
-    return kExitOk;
-  }
-  if (inv.positional.empty()) {
-    std::fputs(Usage().c_str(), stderr);
-    return kExitUsage;
+  int (*run)(const Client&, const Invocation&) = nullptr;
+  switch (inv.command) {
+    case Command::kNone:
+      std::fputs(Usage().c_str(), stderr);
+      return kExitUsage;
+    case Command::kHelp:
+      std::fputs(Usage().c_str(), stdout);
+      return kExitOk;
+    case Command::kList:
+      run = RunList;
+      break;
+    case Command::kGet:
+      run = RunGet;
+      break;
+    case Command::kHost:
+      run = RunHost;
+      break;
+    case Command::kHealth:
+      run = RunHealth;
+      break;
+    case Command::kWatch:
+      BlockStopSignals();  // Before gRPC starts threads.
+      run = RunWatch;
+      break;
   }
 
-  const std::string& name = inv.positional[0];
-  const Command* command = nullptr;
-  for (const Command& c : kCommands) {
-    if (c.name == name) command = &c;
+  std::string server = inv.server;
+  if (server.empty()) {
+    const char* env_server = std::getenv(std::string(kServerEnv).c_str());
+    server = env_server != nullptr && env_server[0] != '\0' ? env_server
+                                                             : std::string(kDefaultServer);
   }
-  if (command == nullptr) return UsageError(absl::StrCat("unknown command \"", name, "\""));
-  const size_t args = inv.positional.size() - 1;
-  if (args < command->min_args || args > command->max_args) {
-    return UsageError(absl::StrCat("usage: virtgatectl ", command->name, command->args_usage));
-  }
-  if (command->run != RunList && !inv.first_list_option.empty()) {
-    return UsageError(absl::StrCat(inv.first_list_option, " applies to list only"));
-  }
-  if (command->run != RunList && command->run != RunGet && !inv.first_read_option.empty()) {
-    return UsageError(absl::StrCat(inv.first_read_option, " applies to list and get only"));
-  }
-  if (command->run != RunWatch && !inv.first_watch_option.empty()) {
-    return UsageError(absl::StrCat(inv.first_watch_option, " applies to watch only"));
-  }
-  if (command->run == RunWatch) BlockStopSignals();  // Before gRPC starts threads.
-
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(inv.server, inv.client);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(server, inv.client);
   // Connect only fails for bad options (unreadable TLS files, empty
   // address): a usage error, but --help would not help with it.
   if (!client.ok()) return Fail(kExitUsage, client.status().message());
-  return command->run(**client, inv);
+  return run(**client, inv);
 }
 
 }  // namespace

@@ -22,6 +22,9 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   sasl2-bin libsasl2-modules
   # the -Wthread-safety build; the ASan/UBSan runtime comes with gcc
   clang
+  # the fuzz targets: libFuzzer and clang's own ASan/UBSan runtimes (only
+  # recommended by clang, so --no-install-recommends leaves them out)
+  libclang-rt-14-dev
   # end-to-end tests: QEMU guests (TCG) under a system libvirtd
   libvirt-daemon-system qemu-system-x86
   # deploy checks: systemd-analyze verify/security on the unit; openssl

@@ -4,11 +4,15 @@
 # runs every test (unit, service, integration, cli, resilience, e2e, slow)
 # and the benchmarks, whose figures land in build/bench/, then builds again
 # with AddressSanitizer + UndefinedBehaviorSanitizer and runs every test
-# again under them (benchmarks excepted: sanitized timings mean nothing).
+# again under them (benchmarks excepted: sanitized timings mean nothing),
+# and last builds the libFuzzer targets with clang (tests/fuzz) and runs
+# each for VIRTGATE_FUZZ_SECONDS (default 60).
 #
 #   deploy/run-tests.sh                 # everything
-#   deploy/run-tests.sh -L unit         # extra arguments go to both ctest runs
+#   deploy/run-tests.sh -L unit         # extra arguments go to every ctest run
 #   VIRTGATE_SANITIZE=0 deploy/run-tests.sh   # skip the sanitizer pass
+#   VIRTGATE_FUZZ=0 deploy/run-tests.sh       # skip the fuzz pass
+#   VIRTGATE_FUZZ_SECONDS=600 deploy/run-tests.sh   # each fuzz target 10 min
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh test
@@ -40,4 +44,14 @@ if [ "${VIRTGATE_SANITIZE:-1}" != "0" ]; then
   # Any report fails the test (UBSan does not recover; ASan and LSan exit 1).
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure --no-tests=ignore -j 2 -LE bench "$@"
+fi
+
+if [ "${VIRTGATE_FUZZ:-1}" != "0" ]; then
+  echo "== libFuzzer targets (clang, ASan + UBSan)"
+  CC=clang CXX=clang++ BUILD_DIR=build-fuzz deploy/build.sh -DVIRTGATE_FUZZ=ON \
+    -DVIRTGATE_BUILD_TESTS=OFF -DVIRTGATE_FUZZ_SECONDS="${VIRTGATE_FUZZ_SECONDS:-60}"
+  echo "== fuzzing"
+  # A crash, leak, UB report, slow input or memory blow-up fails its test;
+  # the input is kept in build-fuzz/fuzz-artifacts/.
+  ctest --test-dir build-fuzz -L fuzz --output-on-failure --no-tests=ignore -j 2 "$@"
 fi

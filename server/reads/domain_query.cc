@@ -108,6 +108,50 @@ absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request) {
   return q;
 }
 
+absl::StatusOr<WatchFilter> ParseWatchRequest(const v1::WatchLifecycleRequest& request) {
+  // The sizes first: nothing is looked at in a filter too big to take.
+  if (static_cast<size_t>(request.domain_names_size()) > kMaxFilterEntries ||
+      static_cast<size_t>(request.domain_uuids_size()) > kMaxFilterEntries) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "domain_names and domain_uuids: at most ", kMaxFilterEntries, " each, got ",
+        request.domain_names_size(), " and ", request.domain_uuids_size()));
+  }
+  WatchFilter filter;
+  for (const std::string& u : request.domain_uuids()) {
+    absl::StatusOr<std::string> uuid = NormalizeUuid(u);
+    if (!uuid.ok()) return uuid.status();
+    filter.uuids.insert(*uuid);
+  }
+  for (const std::string& name : request.domain_names()) {
+    if (absl::Status s = ValidateName(name, "domain_names"); !s.ok()) return s;
+    filter.names.insert(name);
+  }
+  for (int t : request.event_types()) {
+    if (t == v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED || !v1::LifecycleEventType_IsValid(t)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "event_types: ", t, " is not an event type (use LIFECYCLE_EVENT_TYPE_STARTED, ...)"));
+    }
+    filter.types.insert(t);
+  }
+  if (request.send_initial_state() &&
+      (request.resume_after_sequence() > 0 || !request.resume_epoch().empty())) {
+    return absl::InvalidArgumentError(
+        "send_initial_state and resume_after_sequence exclude each other: resume, or re-list");
+  }
+  if (request.coalesce_ms() > kMaxCoalesceMs) {
+    return absl::InvalidArgumentError(absl::StrCat("coalesce_ms must be at most ", kMaxCoalesceMs,
+                                                   ", got ", request.coalesce_ms()));
+  }
+  if (request.resume_epoch().size() > kMaxEpochBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("resume_epoch: ", request.resume_epoch().size(),
+                                                   " bytes, at most ", kMaxEpochBytes));
+  }
+  if (request.resume_after_sequence() > 0 && request.resume_epoch().empty()) {
+    return absl::InvalidArgumentError("resume_after_sequence needs resume_epoch");
+  }
+  return filter;
+}
+
 std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot) {
   return EncodePageToken({last.name(), last.uuid(), query.fingerprint,
                           absl::ToUnixNanos(query.listing_started), snapshot});

@@ -1,9 +1,10 @@
 // The reads a client asked for, validated once, at the RPC edge, before any
-// work is queued: a ListDomains page (filters, position, size, consistency)
-// or a GetDomain lookup. What is invalid is INVALID_ARGUMENT here and never
-// reaches a worker.
+// work is queued: a ListDomains page (filters, position, size, consistency),
+// a GetDomain lookup, or a WatchLifecycle request's filters. What is invalid
+// is INVALID_ARGUMENT here and never reaches a worker or the event hub.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -12,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/state/event_hub.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
@@ -22,6 +24,7 @@ inline constexpr size_t kMaxNameBytes = 1024;      // a domain name
 inline constexpr size_t kMaxFilterEntries = 1000;  // names, or UUIDs, in one watch filter
 inline constexpr size_t kMaxPageTokenBytes = 4096;
 inline constexpr size_t kMaxEpochBytes = 64;
+inline constexpr uint32_t kMaxCoalesceMs = 60000;
 
 // A domain name from a request (`field` names it in the message): at most
 // kMaxNameBytes, no NUL (libvirt would read it cut at the NUL).
@@ -62,6 +65,10 @@ struct GetQuery {
 absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request,
                                            const PageLimits& limits, absl::Time now);
 absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request);
+// The hub's filter for a watch (UUIDs normalized), once the whole request
+// is found valid: filter sizes, names, event types, coalesce_ms, and the
+// resume fields against send_initial_state.
+absl::StatusOr<WatchFilter> ParseWatchRequest(const v1::WatchLifecycleRequest& request);
 
 // The next page's token, after `last`, served from `snapshot`.
 std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot);

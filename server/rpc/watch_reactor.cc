@@ -5,70 +5,19 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/libvirt/domain_reads.h"
 #include "server/reads/domain_query.h"
 #include "server/rpc/grpc_status.h"
 
 namespace virtgate {
-namespace {
-
-absl::StatusOr<WatchFilter> ParseFilter(const v1::WatchLifecycleRequest& request) {
-  WatchFilter filter;
-  for (const std::string& u : request.domain_uuids()) {
-    absl::StatusOr<std::string> uuid = NormalizeUuid(u);
-    if (!uuid.ok()) return uuid.status();
-    filter.uuids.insert(*uuid);
-  }
-  if (static_cast<size_t>(request.domain_names_size()) > kMaxFilterEntries ||
-      static_cast<size_t>(request.domain_uuids_size()) > kMaxFilterEntries) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "domain_names and domain_uuids: at most ", kMaxFilterEntries, " each, got ",
-        request.domain_names_size(), " and ", request.domain_uuids_size()));
-  }
-  for (const std::string& name : request.domain_names()) {
-    if (absl::Status s = ValidateName(name, "domain_names"); !s.ok()) return s;
-    filter.names.insert(name);
-  }
-  for (int t : request.event_types()) {
-    if (t == v1::LIFECYCLE_EVENT_TYPE_UNSPECIFIED || !v1::LifecycleEventType_IsValid(t)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "event_types: ", t, " is not an event type (use LIFECYCLE_EVENT_TYPE_STARTED, ...)"));
-    }
-    filter.types.insert(t);
-  }
-  return filter;
-}
-
-absl::Status ValidateRequest(const v1::WatchLifecycleRequest& request) {
-  if (request.send_initial_state() &&
-      (request.resume_after_sequence() > 0 || !request.resume_epoch().empty())) {
-    return absl::InvalidArgumentError(
-        "send_initial_state and resume_after_sequence exclude each other: resume, or re-list");
-  }
-  if (request.coalesce_ms() > 60000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("coalesce_ms must be at most 60000, got ", request.coalesce_ms()));
-  }
-  if (request.resume_epoch().size() > kMaxEpochBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("resume_epoch: ", request.resume_epoch().size(),
-                                                   " bytes, at most ", kMaxEpochBytes));
-  }
-  if (request.resume_after_sequence() > 0 && request.resume_epoch().empty()) {
-    return absl::InvalidArgumentError("resume_after_sequence needs resume_epoch");
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
                                   const v1::WatchLifecycleRequest& request, const WatchDeps& deps,
                                   WatchRegistry* registry) {
-  auto* watch = new WatchReactor(ctx, deps.hub, registry,
-                                 absl::Milliseconds(std::min(request.coalesce_ms(), 60000u)),
-                                 deps.timers);
-  absl::StatusOr<WatchFilter> filter = ParseFilter(request);
-  absl::Status refused = filter.ok() ? ValidateRequest(request) : filter.status();
+  auto* watch = new WatchReactor(
+      ctx, deps.hub, registry,
+      absl::Milliseconds(std::min(request.coalesce_ms(), kMaxCoalesceMs)), deps.timers);
+  absl::StatusOr<WatchFilter> filter = ParseWatchRequest(request);
+  absl::Status refused = filter.status();
   if (refused.ok()) refused = watch->Subscribe(request, *std::move(filter), deps);
   if (!refused.ok()) {
     absl::MutexLock lock(&watch->mu_);
