@@ -24,6 +24,7 @@ enum class OptionId {
   kTlsCa,
   kTlsCert,
   kTlsKey,
+  kTlsServerName,
   kHelp,
   kActive,
   kInactive,
@@ -57,6 +58,7 @@ constexpr OptionSpec kOptions[] = {
     {OptionId::kTlsCa, "tls-ca", 0, true, Scope::kAll},
     {OptionId::kTlsCert, "tls-cert", 0, true, Scope::kAll},
     {OptionId::kTlsKey, "tls-key", 0, true, Scope::kAll},
+    {OptionId::kTlsServerName, "tls-server-name", 0, true, Scope::kAll},
     {OptionId::kHelp, "help", 'h', false, Scope::kAll},
     {OptionId::kActive, "active", 0, false, Scope::kList},
     {OptionId::kInactive, "inactive", 0, false, Scope::kList},
@@ -183,6 +185,9 @@ absl::Status ApplyOption(const OptionSpec& spec, absl::string_view value, Parsin
       return absl::OkStatus();
     case OptionId::kTlsKey:
       inv->client.tls_key_file = std::string(value);
+      return absl::OkStatus();
+    case OptionId::kTlsServerName:
+      inv->client.tls_server_name = std::string(value);
       return absl::OkStatus();
     case OptionId::kHelp:
       p->help = true;

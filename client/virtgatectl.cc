@@ -72,6 +72,11 @@ std::string Usage() {
       "                       (without it, TLS verifies against the system roots)\n"
       "  --tls_cert FILE      Use TLS with this PEM client certificate (mTLS)\n"
       "  --tls_key FILE       Private key for --tls_cert\n"
+      "  --tls_server_name NAME  The name the server's certificate must carry, when\n"
+      "                       it is not the host of --server (implies TLS)\n"
+      "  Each TLS option unset falls back to an environment variable:\n"
+      "  $VIRTGATE_TLS_CA, $VIRTGATE_TLS_CLIENT_CERT, $VIRTGATE_TLS_CLIENT_KEY,\n"
+      "  $VIRTGATE_TLS_SERVER_NAME\n"
       "  -h, --help           Show this text\n"
       "\n"
       "list filters (combined with AND):\n"
@@ -328,6 +333,24 @@ void SilenceGrpcLogging() {
   gpr_set_log_function([](gpr_log_func_args*) {});
 }
 
+// TLS options not given on the command line come from VIRTGATE_TLS_*. The
+// client certificate's variables say CLIENT: VIRTGATE_TLS_CERT and _KEY are
+// virtgated's own (its server certificate), often in the same environment
+// (a container's HEALTHCHECK runs virtgatectl there).
+void TlsFromEnvironment(ClientOptions* options) {
+  const struct {
+    const char* variable;
+    std::string* field;
+  } kTls[] = {{"VIRTGATE_TLS_CA", &options->tls_ca_file},
+              {"VIRTGATE_TLS_CLIENT_CERT", &options->tls_cert_file},
+              {"VIRTGATE_TLS_CLIENT_KEY", &options->tls_key_file},
+              {"VIRTGATE_TLS_SERVER_NAME", &options->tls_server_name}};
+  for (const auto& tls : kTls) {
+    const char* value = std::getenv(tls.variable);
+    if (tls.field->empty() && value != nullptr) *tls.field = value;
+  }
+}
+
 int Main(int argc, char** argv) {
   SilenceGrpcLogging();
   absl::StatusOr<Invocation> parsed = ParseArgs(argc, argv);
@@ -366,7 +389,9 @@ int Main(int argc, char** argv) {
     server = env_server != nullptr && env_server[0] != '\0' ? env_server
                                                              : std::string(kDefaultServer);
   }
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(server, inv.client);
+  ClientOptions options = inv.client;
+  TlsFromEnvironment(&options);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(server, options);
   // Connect only fails for bad options (unreadable TLS files, empty
   // address): a usage error, but --help would not help with it.
   if (!client.ok()) return Fail(kExitUsage, client.status().message());

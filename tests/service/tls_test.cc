@@ -26,6 +26,7 @@
 #include "server/server.h"
 #include "tests/support/command.h"
 #include "tests/support/files.h"
+#include "tests/support/server_process.h"
 #include "tests/support/wait_for.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
@@ -339,6 +340,32 @@ TEST_F(TlsTest, InsecureOnAPublicAddressStartsWithAWarning) {
   CapturedStderr log(dir_ + "/stderr.log");
   ASSERT_NE(Start(o), 0);
   EXPECT_THAT(log.Text(), HasSubstr("WARN virtgated: serving PLAINTEXT on non-loopback 0.0.0.0:0"));
+}
+
+// virtgatectl: TLS options from flags or VIRTGATE_TLS_*, and
+// --tls_server_name for a server dialled by another name than its
+// certificate's.
+TEST_F(TlsTest, VirtgatectlTakesTlsFromFlagsOrEnvironmentAndAServerName) {
+  Server::Options o = TlsOptions(/*mtls=*/true);
+  o.listen = "0.0.0.0:0";
+  const int port = Start(o);
+  ASSERT_NE(port, 0);
+  const std::string other_name = absl::StrCat("127.0.0.2:", port);  // not in the certificate
+  const std::vector<std::string> env = {"VIRTGATE_TLS_CA=" + a_ + "/ca.crt",
+                                        "VIRTGATE_TLS_CLIENT_CERT=" + a_ + "/orchestrator.crt",
+                                        "VIRTGATE_TLS_CLIENT_KEY=" + a_ + "/orchestrator.key"};
+  testing::CommandResult r =
+      testing::RunCtl({"--server", other_name, "--tls_server_name", "localhost", "host"}, env);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.out, HasSubstr("TEST"));
+  r = testing::RunCtl({"--server", other_name, "host"}, env);
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.err, HasSubstr("peer name 127.0.0.2 is not in peer certificate"));
+  r = testing::RunCtl({"--server", absl::StrCat("localhost:", port), "--tls_ca", a_ + "/ca.crt",
+                       "--tls_cert", a_ + "/monitoring.crt", "--tls_key", a_ + "/monitoring.key",
+                       "health"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.out, HasSubstr("SERVING"));
 }
 
 }  // namespace
