@@ -12,6 +12,8 @@ what="${1:-build}"
 build_pkgs=(cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto
   libabsl-dev libvirt-dev
+  # libcrypto: HMAC-SHA256 of page tokens
+  libssl-dev
   # test:///default needs only libvirt itself; libvirt-clients gives virsh.
   libvirt-clients)
 test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev

@@ -8,22 +8,23 @@
 #include "server/libvirt/domain_reads.h"
 #include "server/reads/domain_query.h"
 #include "server/rpc/grpc_status.h"
+#include "server/rpc/peer_key.h"
 
 namespace virtgate {
 namespace {
 
 absl::StatusOr<WatchFilter> ParseFilter(const v1::WatchLifecycleRequest& request) {
   WatchFilter filter;
-  for (const std::string& u : request.domain_uuids()) {
-    absl::StatusOr<std::string> uuid = NormalizeUuid(u);
-    if (!uuid.ok()) return uuid.status();
-    filter.uuids.insert(*uuid);
-  }
   if (static_cast<size_t>(request.domain_names_size()) > kMaxFilterEntries ||
       static_cast<size_t>(request.domain_uuids_size()) > kMaxFilterEntries) {
     return absl::InvalidArgumentError(absl::StrCat(
         "domain_names and domain_uuids: at most ", kMaxFilterEntries, " each, got ",
         request.domain_names_size(), " and ", request.domain_uuids_size()));
+  }
+  for (const std::string& u : request.domain_uuids()) {
+    absl::StatusOr<std::string> uuid = NormalizeUuid(u);
+    if (!uuid.ok()) return uuid.status();
+    filter.uuids.insert(*uuid);
   }
   for (const std::string& name : request.domain_names()) {
     if (absl::Status s = ValidateName(name, "domain_names"); !s.ok()) return s;
@@ -69,13 +70,15 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
                                  deps.timers);
   absl::StatusOr<WatchFilter> filter = ParseFilter(request);
   absl::Status refused = filter.ok() ? ValidateRequest(request) : filter.status();
+  // Admitted (within the limits) before it subscribes or takes a snapshot:
+  // a refused watch costs nothing more. OnDone unregisters it.
+  if (refused.ok()) refused = registry->Add(watch, PeerKey(ctx->peer()));
   if (refused.ok()) refused = watch->Subscribe(request, *std::move(filter), deps);
   if (!refused.ok()) {
     absl::MutexLock lock(&watch->mu_);
     watch->FinishLocked(Ending::From(refused));
     return watch;
   }
-  registry->Add(watch);
   watch->OnMessages();  // replayed or initial messages are ready now
   return watch;
 }
