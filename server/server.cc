@@ -117,7 +117,7 @@ absl::Status ValidateOptions(const Server::Options& options) {
   if (options.max_call_time <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--max_call_time must be positive");
   }
-  return absl::OkStatus();
+  return ValidateConnectionLimits(options.connection_limits);
 }
 
 ConnectOptions Connect(const Server::Options& o) {
@@ -188,13 +188,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
                                o.bulk_stats_budget},
       server->pool_, server->reads_);
   auto facts = std::make_shared<FactsReader>(server->stats_, server->reads_);
+  absl::StatusOr<PageTokenKey> key = PageTokenKey::Random();
+  if (!key.ok()) return key.status();
+  auto tokens = std::make_shared<const PageTokenKey>(*std::move(key));
   server->lister_ = std::make_shared<DomainLister>(
       server->cache_, std::make_shared<ListingSnapshots>(ListingSnapshots::Options{}),
       server->pool_, server->reads_, facts,
-      std::make_shared<LibvirtLister>(server->cache_, server->pool_, server->reads_, facts));
+      std::make_shared<LibvirtLister>(server->cache_, server->pool_, server->reads_, facts,
+                                      tokens),
+      tokens);
   server->timers_ = std::make_unique<TimerThread>();
   server->service_ = std::make_unique<HypervisorService>(HypervisorService::Deps{
-      PageLimits{}, CallRunner{server->workers_.get(), server->timers_.get(), o.max_call_time},
+      PageLimits{}, tokens, o.watch_limits,
+      CallRunner{server->workers_.get(), server->timers_.get(), o.max_call_time},
       server->lister_, server->cache_, server->hub_,
       server->timers_.get(), server->pool_, server->stats_, server->host_, server->feed_.get()});
 
@@ -233,10 +239,8 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   // A port another process listens on is an error, not shared between the
   // two (gRPC's default, SO_REUSEPORT, would split calls between them).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // Watches are long and often idle: let clients keep them alive with HTTP/2
-  // pings (every 10 s at most) to find half-open connections.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Request size, streams per connection, idle connections, HTTP/2 pings.
+  ApplyConnectionLimits(options_.connection_limits, &builder);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_service_.get());
   if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());

@@ -28,10 +28,12 @@
 #include "server/reads/libvirt_lister.h"
 #include "server/rpc/authorizer.h"
 #include "server/rpc/health_reporter.h"
+#include "server/rpc/connection_limits.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/hypervisor_service.h"
 #include "server/rpc/listen_address.h"
 #include "server/rpc/tls_credentials.h"
+#include "server/rpc/watch_registry.h"
 #include "server/state/availability.h"
 #include "server/state/domain_cache.h"
 #include "server/state/event_hub.h"
@@ -69,6 +71,11 @@ class Server {
     // client's deadline (or none): then DEADLINE_EXCEEDED.
     absl::Duration max_call_time = absl::Seconds(60);
     size_t watch_queue_depth = 1024;
+    // What clients may hold: request size, streams per connection, idle
+    // connections (ConnectionLimits), open watches in total and per client
+    // (WatchLimits).
+    ConnectionLimits connection_limits;
+    WatchLimits watch_limits;
     // TLS: both files set -> TLS; client CA set too -> clients must present a
     // certificate it signed (mTLS). Plaintext on a non-loopback address is
     // refused unless `insecure` is set.

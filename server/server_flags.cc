@@ -90,7 +90,45 @@ ABSL_FLAG(int, watch_queue_depth, 1024,
           "messages a watcher may fall behind before its stream ends with "
           "RESOURCE_EXHAUSTED (it can then resume)");
 
+// Limits on what clients may hold (abuse resistance).
+ABSL_FLAG(int, max_request_bytes, 64 * 1024,
+          "largest request message accepted; a bigger one is refused by gRPC with "
+          "RESOURCE_EXHAUSTED (at least 4096)");
+ABSL_FLAG(int, max_watches, 10000,
+          "WatchLifecycle streams open at once in total; beyond that a new watch gets "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_watches_per_peer, 1000,
+          "WatchLifecycle streams one client may hold open at once (a client is its IP "
+          "address, whatever its port; every unix-socket client together is one); beyond "
+          "that its new watch gets RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_streams_per_connection, 100,
+          "concurrent calls (HTTP/2 streams) per client connection; a gRPC client queues "
+          "more until one ends");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
+          "a client connection with no call open (an open watch is one) for this long is "
+          "closed with a GOAWAY; clients reconnect on their next call. 0 keeps idle "
+          "connections forever");
+
 namespace virtgate {
+namespace {
+
+absl::Status LimitsFromFlags(Server::Options* options) {
+  ConnectionLimits& c = options->connection_limits;
+  c.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  c.max_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
+  c.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  if (absl::Status s = ValidateConnectionLimits(c); !s.ok()) return s;
+  const int watches = absl::GetFlag(FLAGS_max_watches);
+  const int per_peer = absl::GetFlag(FLAGS_max_watches_per_peer);
+  if (watches < 1 || per_peer < 1) {
+    return absl::InvalidArgumentError("--max_watches and --max_watches_per_peer must be >= 1");
+  }
+  options->watch_limits.max_watches = static_cast<size_t>(watches);
+  options->watch_limits.max_watches_per_peer = static_cast<size_t>(per_peer);
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status FlagsFromEnvironment() {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
@@ -145,7 +183,7 @@ absl::StatusOr<Server::Options> OptionsFromFlags() {
     return absl::InvalidArgumentError("--bulk_stats_budget must be positive");
   }
   options.watch_queue_depth = absl::GetFlag(FLAGS_watch_queue_depth);
-
+  if (absl::Status s = LimitsFromFlags(&options); !s.ok()) return s;
   return options;
 }
 

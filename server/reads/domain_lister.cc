@@ -66,7 +66,7 @@ v1::ListDomainsResponse DomainLister::Respond(const ListQuery& query, const Page
   response.set_epoch(cache_->epoch());
   if (page.more()) {
     response.set_next_page_token(
-        NextPageToken(query, *page.view->domains[page.end - 1], page.snapshot));
+        NextPageToken(query, *page.view->domains[page.end - 1], page.snapshot, *tokens_));
   }
   return response;
 }

@@ -33,6 +33,7 @@
 #include "server/reads/facts_reader.h"
 #include "server/reads/libvirt_lister.h"
 #include "server/reads/listing_snapshots.h"
+#include "server/reads/page_token_key.h"
 #include "server/state/domain_cache.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
@@ -40,15 +41,18 @@ namespace virtgate {
 
 class DomainLister {
  public:
+  // `tokens` signs the next page's token.
   DomainLister(std::shared_ptr<DomainCache> cache, std::shared_ptr<ListingSnapshots> snapshots,
                std::shared_ptr<ConnectionPool> pool, std::shared_ptr<DomainReads> reads,
-               std::shared_ptr<FactsReader> facts, std::shared_ptr<LibvirtLister> libvirt)
+               std::shared_ptr<FactsReader> facts, std::shared_ptr<LibvirtLister> libvirt,
+               std::shared_ptr<const PageTokenKey> tokens)
       : cache_(std::move(cache)),
         snapshots_(std::move(snapshots)),
         pool_(std::move(pool)),
         reads_(std::move(reads)),
         facts_(std::move(facts)),
-        libvirt_(std::move(libvirt)) {}
+        libvirt_(std::move(libvirt)),
+        tokens_(std::move(tokens)) {}
 
   absl::StatusOr<v1::ListDomainsResponse> ListCached(const ListQuery& query) const;
   absl::StatusOr<v1::Domain> GetCached(const GetQuery& query) const;
@@ -82,6 +86,7 @@ class DomainLister {
   const std::shared_ptr<DomainReads> reads_;
   const std::shared_ptr<FactsReader> facts_;
   const std::shared_ptr<LibvirtLister> libvirt_;
+  const std::shared_ptr<const PageTokenKey> tokens_;
 };
 
 // A failure on a connection that died under the call (libvirtd killed or

@@ -47,7 +47,8 @@ bool ListQuery::Matches(const v1::Domain& d, bool autostart_now) const {
 }
 
 absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request,
-                                           const PageLimits& limits, absl::Time now) {
+                                           const PageLimits& limits, const PageTokenKey& tokens,
+                                           absl::Time now) {
   ListQuery q;
   if (request.page_size() < 0) {
     return absl::InvalidArgumentError(
@@ -75,7 +76,7 @@ absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request
                                                    " bytes, at most ", kMaxPageTokenBytes));
   }
   if (!request.page_token().empty()) {
-    absl::StatusOr<PageCursor> cursor = DecodePageToken(request.page_token());
+    absl::StatusOr<PageCursor> cursor = DecodePageToken(request.page_token(), tokens);
     if (!cursor.ok()) return cursor.status();
     if (cursor->filter_fingerprint != q.fingerprint) {
       return absl::InvalidArgumentError(
@@ -152,9 +153,11 @@ absl::StatusOr<WatchFilter> ParseWatchRequest(const v1::WatchLifecycleRequest& r
   return filter;
 }
 
-std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot) {
+std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot,
+                          const PageTokenKey& tokens) {
   return EncodePageToken({last.name(), last.uuid(), query.fingerprint,
-                          absl::ToUnixNanos(query.listing_started), snapshot});
+                          absl::ToUnixNanos(query.listing_started), snapshot},
+                         tokens);
 }
 
 }  // namespace virtgate

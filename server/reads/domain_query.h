@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/state/event_hub.h"
+#include "server/reads/page_token_key.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
@@ -62,15 +63,19 @@ struct GetQuery {
   bool cached = false;
 };
 
+// A page_token is decoded with `tokens`, the key of this server process.
 absl::StatusOr<ListQuery> ParseListRequest(const v1::ListDomainsRequest& request,
-                                           const PageLimits& limits, absl::Time now);
+                                           const PageLimits& limits, const PageTokenKey& tokens,
+                                           absl::Time now);
 absl::StatusOr<GetQuery> ParseGetRequest(const v1::GetDomainRequest& request);
 // The hub's filter for a watch (UUIDs normalized), once the whole request
 // is found valid: filter sizes, names, event types, coalesce_ms, and the
 // resume fields against send_initial_state.
 absl::StatusOr<WatchFilter> ParseWatchRequest(const v1::WatchLifecycleRequest& request);
 
-// The next page's token, after `last`, served from `snapshot`.
-std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot);
+// The next page's token, after `last`, served from `snapshot`, signed with
+// `tokens`.
+std::string NextPageToken(const ListQuery& query, const v1::Domain& last, uint64_t snapshot,
+                          const PageTokenKey& tokens);
 
 }  // namespace virtgate

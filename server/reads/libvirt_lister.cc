@@ -112,7 +112,7 @@ absl::StatusOr<v1::ListDomainsResponse> LibvirtLister::List(const ListQuery& que
     v1::Domain last;
     last.set_name(std::get<0>(entries[next - 1]));
     last.set_uuid(std::get<1>(entries[next - 1]));
-    response.set_next_page_token(NextPageToken(query, last, /*snapshot=*/0));
+    response.set_next_page_token(NextPageToken(query, last, /*snapshot=*/0, *tokens_));
   }
   return response;  // sequence 0, epoch empty: not tied to a sequence
 }

@@ -20,6 +20,7 @@
 #include "server/libvirt/domain_reads.h"
 #include "server/reads/domain_query.h"
 #include "server/reads/facts_reader.h"
+#include "server/reads/page_token_key.h"
 #include "server/state/domain_cache.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
@@ -27,12 +28,15 @@ namespace virtgate {
 
 class LibvirtLister {
  public:
+  // `tokens` signs the next page's token.
   LibvirtLister(std::shared_ptr<DomainCache> cache, std::shared_ptr<ConnectionPool> pool,
-                std::shared_ptr<DomainReads> reads, std::shared_ptr<FactsReader> facts)
+                std::shared_ptr<DomainReads> reads, std::shared_ptr<FactsReader> facts,
+                std::shared_ptr<const PageTokenKey> tokens)
       : cache_(std::move(cache)),
         pool_(std::move(pool)),
         reads_(std::move(reads)),
-        facts_(std::move(facts)) {}
+        facts_(std::move(facts)),
+        tokens_(std::move(tokens)) {}
 
   // One page, on the caller's lease (which may be replaced; see
   // BulkStatsReader::Read).
@@ -46,6 +50,7 @@ class LibvirtLister {
   const std::shared_ptr<ConnectionPool> pool_;
   const std::shared_ptr<DomainReads> reads_;
   const std::shared_ptr<FactsReader> facts_;
+  const std::shared_ptr<const PageTokenKey> tokens_;
 };
 
 }  // namespace virtgate

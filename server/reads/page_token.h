@@ -1,4 +1,5 @@
-// ListDomains page tokens: an opaque, checksummed cursor.
+// ListDomains page tokens: an opaque cursor, authenticated by the server
+// process that issued it.
 //
 // A token names the last domain of the previous page by (name, uuid), the
 // listing's sort key, so the next page starts strictly after it whatever was
@@ -10,16 +11,20 @@
 // facts need only have been read since then) and which snapshot of the
 // domain cache the listing is served from (ListingSnapshots).
 //
-// The checksum detects truncation and tampering; it is not a secret (a token
-// only names a position in a listing the caller may read anyway), so tokens
-// stay valid across server restarts.
+// An HMAC-SHA256 with the process's PageTokenKey covers all of it. The
+// cursor is not secret (it names a position in a listing the caller may
+// read anyway), but the server trusts what a token says (a snapshot id, a
+// start time), so only tokens it issued itself are decoded: a forged or
+// altered token, or one from another server process (a restart makes a
+// new key), is INVALID_ARGUMENT, and the client starts the listing over.
 #pragma once
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/reads/page_token_key.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
@@ -32,10 +37,10 @@ struct PageCursor {
   uint64_t snapshot = 0;  // the listing's ListingSnapshots id (0: none)
 };
 
-std::string EncodePageToken(const PageCursor& cursor);
+std::string EncodePageToken(const PageCursor& cursor, const PageTokenKey& key);
 
-// INVALID_ARGUMENT for anything EncodePageToken did not produce.
-absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token);
+// INVALID_ARGUMENT for anything EncodePageToken did not produce with `key`.
+absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token, const PageTokenKey& key);
 
 // Identifies the filter fields of a request (not page_size/page_token).
 uint64_t FilterFingerprint(const v1::ListDomainsRequest& request);

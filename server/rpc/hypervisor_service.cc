@@ -21,7 +21,8 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, absl::Stat
 grpc::ServerUnaryReactor* HypervisorService::ListDomains(grpc::CallbackServerContext* ctx,
                                                          const v1::ListDomainsRequest* request,
                                                          v1::ListDomainsResponse* response) {
-  absl::StatusOr<ListQuery> query = ParseListRequest(*request, deps_.limits, absl::Now());
+  absl::StatusOr<ListQuery> query =
+      ParseListRequest(*request, deps_.limits, *deps_.page_tokens, absl::Now());
   if (!query.ok()) return FinishNow<v1::ListDomainsResponse>(ctx, query.status(), response);
   if (query->cached) return FinishNow(ctx, deps_.lister->ListCached(*query), response);
   return UnaryCall<v1::ListDomainsResponse>::Start(
@@ -69,6 +70,7 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
   c->set_epoch(deps_.cache->epoch());
   c->set_domains(static_cast<uint32_t>(cache.domains));
   c->set_drift_resyncs(cache.drift_resyncs);
+  c->set_open_watches(static_cast<uint32_t>(watches_.size()));
   for (const std::string& uuid : deps_.stats->busy().Busy()) c->add_busy_domains(uuid);
   info.set_uri(deps_.pool->options().connect.uri);
   info.set_server_version(VIRTGATE_VERSION);

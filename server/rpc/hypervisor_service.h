@@ -3,7 +3,8 @@
 // A thin edge: validates each request once, on the gRPC thread (bad
 // requests never queue); answers what needs no libvirt at once (CACHED
 // reads, GetHostInfo, watches); hands FRESH reads to the WorkerPool
-// (UnaryCall); converts statuses once, here.
+// (UnaryCall); converts statuses once, here. Open watches are counted per
+// client and in total (WatchRegistry, --max_watches*).
 //
 // The work handed to a worker holds shared references to what it uses,
 // never `this`: a worker abandoned in a stuck libvirt call at shutdown may
@@ -21,6 +22,7 @@
 #include "server/libvirt/worker_pool.h"
 #include "server/reads/domain_lister.h"
 #include "server/reads/domain_query.h"
+#include "server/reads/page_token_key.h"
 #include "server/rpc/unary_call.h"
 #include "server/rpc/watch_reactor.h"
 #include "server/rpc/watch_registry.h"
@@ -36,6 +38,9 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
   // the gRPC server (only gRPC threads use them).
   struct Deps {
     PageLimits limits;
+    // The key of this process's page tokens (decodes page_token).
+    std::shared_ptr<const PageTokenKey> page_tokens;
+    WatchLimits watch_limits;
     CallRunner calls;  // FRESH reads: workers, and the server's time limit
     std::shared_ptr<DomainLister> lister;
     std::shared_ptr<DomainCache> cache;
@@ -48,7 +53,8 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
     LifecycleFeed* feed = nullptr;
   };
 
-  explicit HypervisorService(Deps deps) : deps_(std::move(deps)) {}
+  explicit HypervisorService(Deps deps)
+      : deps_(std::move(deps)), watches_(deps_.watch_limits) {}
 
   // Ends every open WatchLifecycle stream with UNAVAILABLE (server shutdown).
   void EndWatches() { watches_.EndAll(); }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/reads/domain_query.h"
 #include "server/rpc/grpc_status.h"
+#include "server/rpc/peer_key.h"
 
 namespace virtgate {
 
@@ -18,13 +19,15 @@ WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
       absl::Milliseconds(std::min(request.coalesce_ms(), kMaxCoalesceMs)), deps.timers);
   absl::StatusOr<WatchFilter> filter = ParseWatchRequest(request);
   absl::Status refused = filter.status();
+  // Admitted (within the limits) before it subscribes or takes a snapshot:
+  // a refused watch costs nothing more. OnDone unregisters it.
+  if (refused.ok()) refused = registry->Add(watch, PeerKey(ctx->peer()));
   if (refused.ok()) refused = watch->Subscribe(request, *std::move(filter), deps);
   if (!refused.ok()) {
     absl::MutexLock lock(&watch->mu_);
     watch->FinishLocked(Ending::From(refused));
     return watch;
   }
-  registry->Add(watch);
   watch->OnMessages();  // replayed or initial messages are ready now
   return watch;
 }

@@ -11,9 +11,16 @@
 // Ending statuses carry the last sequence the client received, in the
 // message and in trailing metadata `virtgate-last-sequence`, so it can resume:
 //   RESOURCE_EXHAUSTED  the watcher fell --watch_queue_depth messages behind;
+//                       or (at start) the client or the server already has
+//                       as many watches open as allowed (WatchRegistry);
 //   UNAVAILABLE         the server is shutting down, or (send_initial_state)
 //                       libvirt has never been reached, so there is no state;
 //   OUT_OF_RANGE        the resume point is gone (at start).
+//
+// A client that never reads costs the server its queue (at most
+// --watch_queue_depth shared messages) and the one write in flight, which
+// HTTP/2 flow control holds in gRPC's transport: nothing grows, and no
+// thread waits on it.
 //
 // send_initial_state: the cache's snapshot and the subscription are taken
 // together at one sequence S (DomainCache::SubscribeWithSnapshot), so the

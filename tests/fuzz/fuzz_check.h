@@ -4,8 +4,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "absl/strings/string_view.h"
+#include "server/reads/page_token_key.h"
 
 namespace virtgate {
 namespace fuzz {
@@ -25,6 +27,13 @@ inline bool HasNoControlCharacters(absl::string_view text) {
     if (u < 0x20 || u == 0x7f) return false;
   }
   return true;
+}
+
+// The page-token key the fuzzers and fuzz_seeds sign with: fixed, so the
+// committed seed tokens stay valid (a server makes a random one).
+inline const PageTokenKey& FuzzTokenKey() {
+  static const PageTokenKey* const key = new PageTokenKey(std::string(PageTokenKey::kKeyBytes, 'k'));
+  return *key;
 }
 
 }  // namespace fuzz

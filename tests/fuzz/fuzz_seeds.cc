@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "server/reads/domain_query.h"
 #include "server/reads/page_token.h"
+#include "tests/fuzz/fuzz_check.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
@@ -29,8 +30,9 @@ bool Write(const std::string& path, const std::string& bytes) {
 // The token a first page of `request` ends with, after `last`.
 std::string TokenAfter(const v1::ListDomainsRequest& request, const v1::Domain& last) {
   absl::StatusOr<ListQuery> query =
-      ParseListRequest(request, PageLimits{}, absl::FromUnixSeconds(1767225600));
-  return query.ok() ? NextPageToken(*query, last, /*snapshot=*/7) : "";
+      ParseListRequest(request, PageLimits{}, fuzz::FuzzTokenKey(),
+                       absl::FromUnixSeconds(1767225600));
+  return query.ok() ? NextPageToken(*query, last, /*snapshot=*/7, fuzz::FuzzTokenKey()) : "";
 }
 
 int Main(const std::string& dir) {
@@ -57,11 +59,11 @@ int Main(const std::string& dir) {
   ok &= Write(tokens + "running-after-web-01", TokenAfter(running, web));
   ok &= Write(tokens + "all-after-odd-name", TokenAfter(all, odd));
   ok &= Write(tokens + "no-snapshot",
-              EncodePageToken({"db", "6695eb01-f6a4-8304-79aa-97f2502e193f", 1, 0, 0}));
+              EncodePageToken({"db", "6695eb01-f6a4-8304-79aa-97f2502e193f", 1, 0, 0}, fuzz::FuzzTokenKey()));
 
   // A token near kMaxPageTokenBytes, and bytes that page_token_fuzzer
   // reads as a cursor with a name of kMaxNameBytes.
-  ok &= Write(tokens + "long-name", EncodePageToken({std::string(2900, 'n'), web.uuid(), 1, 2, 3}));
+  ok &= Write(tokens + "long-name", EncodePageToken({std::string(2900, 'n'), web.uuid(), 1, 2, 3}, fuzz::FuzzTokenKey()));
   ok &= Write(tokens + "long-cursor-bytes", std::string(64 + kMaxNameBytes + 24, 'a'));
 
   v1::ListDomainsRequest page2 = running;

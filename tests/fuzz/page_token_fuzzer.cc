@@ -25,8 +25,8 @@ using fuzz::Require;
 
 // The one place this target calls the token codec: when tokens gain a key
 // (an HMAC with a per-process key), it is passed here.
-absl::StatusOr<PageCursor> Decode(absl::string_view token) { return DecodePageToken(token); }
-std::string Encode(const PageCursor& cursor) { return EncodePageToken(cursor); }
+absl::StatusOr<PageCursor> Decode(absl::string_view token) { return DecodePageToken(token, fuzz::FuzzTokenKey()); }
+std::string Encode(const PageCursor& cursor) { return EncodePageToken(cursor, fuzz::FuzzTokenKey()); }
 
 bool Equal(const PageCursor& a, const PageCursor& b) {
   return a.last_name == b.last_name && a.last_uuid == b.last_uuid &&

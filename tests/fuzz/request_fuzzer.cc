@@ -89,7 +89,7 @@ bool Canonical(const std::string& uuid) {
 
 void CheckList(const v1::ListDomainsRequest& request) {
   const PageLimits limits;
-  absl::StatusOr<ListQuery> query = ParseListRequest(request, limits, kNow);
+  absl::StatusOr<ListQuery> query = ParseListRequest(request, limits, fuzz::FuzzTokenKey(), kNow);
   bool bad_state = false;
   for (int s : request.states()) {
     bad_state = bad_state || s == v1::DOMAIN_STATE_UNSPECIFIED || !v1::DomainState_IsValid(s);
@@ -138,8 +138,8 @@ void CheckList(const v1::ListDomainsRequest& request) {
   last.set_name(query->after->first);
   last.set_uuid(query->after->second);
   v1::ListDomainsRequest next = request;
-  next.set_page_token(NextPageToken(*query, last, query->snapshot));
-  absl::StatusOr<ListQuery> again = ParseListRequest(next, limits, kNow + absl::Seconds(1));
+  next.set_page_token(NextPageToken(*query, last, query->snapshot, fuzz::FuzzTokenKey()));
+  absl::StatusOr<ListQuery> again = ParseListRequest(next, limits, fuzz::FuzzTokenKey(), kNow + absl::Seconds(1));
   Require(again.ok(), "a token issued after an accepted one is accepted");
   Require(again->after == query->after && again->snapshot == query->snapshot &&
               again->listing_started == query->listing_started,
