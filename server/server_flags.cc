@@ -101,9 +101,10 @@ ABSL_FLAG(int, max_watches_per_peer, 1000,
           "WatchLifecycle streams one client may hold open at once (a client is its IP "
           "address, whatever its port; every unix-socket client together is one); beyond "
           "that its new watch gets RESOURCE_EXHAUSTED");
-ABSL_FLAG(int, max_streams_per_connection, 100,
+ABSL_FLAG(int, max_streams_per_connection, 1100,
           "concurrent calls (HTTP/2 streams) per client connection; a gRPC client queues "
-          "more until one ends");
+          "more, silently, until one ends. The default lets one connection hold a client's "
+          "--max_watches_per_peer watches and still make calls");
 ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
           "a client connection with no call open (an open watch is one) for this long is "
           "closed with a GOAWAY; clients reconnect on their next call. 0 keeps idle "

@@ -7,9 +7,14 @@
 //                        (N vs. LIMIT)" before any handler sees it;
 //   max_streams_per_connection
 //                        HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: a gRPC client
-//                        queues further calls on that connection until one
-//                        ends (other clients may use more connections, which
-//                        --max_watches_per_peer still bounds for watches);
+//                        queues further calls on that connection, silently,
+//                        until one ends. So the default is a client's whole
+//                        watch allowance (--max_watches_per_peer, 1000) plus
+//                        100 calls: a client within its limits never waits
+//                        on one connection (a virtgate::Client has one; with
+//                        a limit of 100, the 101st of 1,000 watches on one
+//                        channel waited forever). Watches stay bounded per
+//                        client, unary calls by the worker queue;
 //   max_connection_idle  a connection with no call open for this long gets a
 //                        GOAWAY and is closed (gRPC clients reconnect on their
 //                        next call, invisibly); open watches are calls;
@@ -30,7 +35,7 @@ struct ConnectionLimits {
   // Requests are small: the largest, a watch filter, is about 38 KiB for
   // 1,000 UUIDs (1,000 long names may need more).
   int max_request_bytes = 64 * 1024;
-  int max_streams_per_connection = 100;
+  int max_streams_per_connection = 1100;
   // Zero: never.
   absl::Duration max_connection_idle = absl::Minutes(5);
 };

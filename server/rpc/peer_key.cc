@@ -14,9 +14,9 @@ std::string PeerKey(absl::string_view grpc_peer) {
     return absl::StrCat("ipv4:", rest.substr(0, rest.rfind(':')));
   }
   if (absl::ConsumePrefix(&rest, "ipv6:")) {
-    std::string host = absl::StrReplaceAll(rest.substr(0, rest.rfind(':')),
-                                           {{"%5B", "["}, {"%5b", "["}, {"%5D", "]"}, {"%5d", "]"}});
-    host = absl::AsciiStrToLower(host);
+    // gRPC 1.51 percent-encodes the brackets.
+    std::string host = absl::AsciiStrToLower(absl::StrReplaceAll(
+        rest.substr(0, rest.rfind(':')), {{"%5B", "["}, {"%5b", "["}, {"%5D", "]"}, {"%5d", "]"}}));
     absl::string_view address = host;
     if (absl::ConsumePrefix(&address, "[::ffff:") && absl::ConsumeSuffix(&address, "]") &&
         absl::StrContains(address, '.')) {

@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -151,6 +150,76 @@ class NeverReadingWatch final : public grpc::ClientReadReactor<v1::WatchLifecycl
   Outcomes* const outcomes_;
 };
 
+// The abusive client, on 127.0.0.1: more watches than it may hold, over a
+// few connections of its own, none of them ever read; and TCP connections
+// that never send a byte. Everything is cancelled and closed on destruction.
+class Abuser {
+ public:
+  Abuser(const std::string& target, int port) {
+    for (int c = 0; c < kAbuserConnections; ++c) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+      stubs_.push_back(v1::Hypervisor::NewStub(
+          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args)));
+    }
+    for (int i = 0; i < kAbuserWatches; ++i) {
+      watches_.push_back(std::make_unique<NeverReadingWatch>(
+          stubs_[i % kAbuserConnections].get(), outcomes_.get()));
+    }
+    for (int i = 0; i < kSilentSockets; ++i) silent_.push_back(SilentConnection(port));
+  }
+  ~Abuser() {
+    if (!Leave()) {
+      // A watch that has not ended may still call OnDone: leak what it uses.
+      for (auto& w : watches_) (void)w.release();
+      (void)outcomes_.release();
+    }
+    for (int fd : silent_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+
+  // Waits until `n` watches have ended (been refused, before Leave()).
+  bool WaitEnded(int n) {
+    return WaitFor(
+        [&] {
+          absl::MutexLock lock(&outcomes_->mu);
+          return outcomes_->done >= n;
+        },
+        absl::Seconds(60));
+  }
+  int refused_per_peer() {
+    absl::MutexLock lock(&outcomes_->mu);
+    return outcomes_->refused_per_peer;
+  }
+  // Endings other than the refusal, before Leave().
+  std::vector<std::string> other_endings() {
+    absl::MutexLock lock(&outcomes_->mu);
+    return outcomes_->other;
+  }
+  // Cancels every watch and waits until each has ended; true if they all
+  // did in time.
+  bool Leave() {
+    if (watches_.empty()) return true;
+    {
+      absl::MutexLock lock(&outcomes_->mu);
+      outcomes_->cancelling = true;
+    }
+    for (auto& w : watches_) w->Cancel();
+    if (!WaitEnded(kAbuserWatches)) return false;
+    watches_.clear();
+    stubs_.clear();
+    return true;
+  }
+
+ private:
+  std::unique_ptr<NeverReadingWatch::Outcomes> outcomes_ =
+      std::make_unique<NeverReadingWatch::Outcomes>();
+  std::vector<std::unique_ptr<v1::Hypervisor::Stub>> stubs_;
+  std::vector<std::unique_ptr<NeverReadingWatch>> watches_;
+  std::vector<int> silent_;
+};
+
 class AbuseTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -206,6 +275,32 @@ class AbuseTest : public ::testing::Test {
     reader->Finish();
   }
 
+  // Defines and undefines kChurnDomains domains (two events each) and waits
+  // until virtgated has published them all.
+  void Churn(uint64_t from_sequence) {
+    for (int i = 0; i < kChurnDomains; ++i) {
+      DomainHandle d(virDomainDefineXML(
+          admin_.get(), testing::TestDomainXml(absl::StrFormat("churn-%05d", i)).c_str()));
+      ASSERT_NE(d, nullptr);
+      ASSERT_EQ(virDomainUndefine(d.get()), 0);
+    }
+    std::optional<v1::HostInfo> info;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return (info = HostInfo()) &&
+                 info->connection().last_sequence() >= from_sequence + 2 * kChurnDomains;
+        },
+        absl::Seconds(60)));
+  }
+  // Waits until virtgated reports `n` open watches.
+  void WaitOpenWatches(uint32_t n) {
+    std::optional<v1::HostInfo> info;
+    EXPECT_TRUE(
+        WaitFor([&] { return (info = HostInfo()) && info->connection().open_watches() == n; },
+                absl::Seconds(60)))
+        << "want " << n << " open watches; " << (info ? info->DebugString() : "no GetHostInfo");
+  }
+
   TempDir dir_{"virtgate-abuse"};
   std::unique_ptr<PrivateLibvirtd> daemon_;
   ConnectHandle admin_;
@@ -216,69 +311,20 @@ class AbuseTest : public ::testing::Test {
 
 TEST_F(AbuseTest, NeverReadingWatchesAndSilentConnectionsCostBoundedResources) {
   OtherClientIsServed();  // warms up gRPC's and virtgated's threads
-  // Its watch is gone once the server has seen the cancel.
-  std::optional<v1::HostInfo> info;
-  ASSERT_TRUE(WaitFor([&] { return (info = HostInfo()) && info->connection().open_watches() == 0; },
-                      absl::Seconds(60)));
+  WaitOpenWatches(0);     // its watch is gone once the server has seen the cancel
   const Usage base = UsageOf(server_->pid());
-  const uint64_t base_sequence = info->connection().last_sequence();
+  std::optional<v1::HostInfo> info = HostInfo();
+  ASSERT_TRUE(info.has_value());
 
-  // The abuser, on 127.0.0.1: more watches than it may hold, over a few
-  // connections, none of them ever read; and connections that say nothing.
-  NeverReadingWatch::Outcomes outcomes;
-  std::vector<std::unique_ptr<v1::Hypervisor::Stub>> stubs;
-  std::vector<std::unique_ptr<NeverReadingWatch>> watches;
-  for (int c = 0; c < kAbuserConnections; ++c) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-    stubs.push_back(v1::Hypervisor::NewStub(grpc::CreateCustomChannel(
-        server_->target(), grpc::InsecureChannelCredentials(), args)));
-  }
-  for (int i = 0; i < kAbuserWatches; ++i) {
-    watches.push_back(
-        std::make_unique<NeverReadingWatch>(stubs[i % kAbuserConnections].get(), &outcomes));
-  }
-  std::vector<int> silent;
-  for (int i = 0; i < kSilentSockets; ++i) silent.push_back(SilentConnection(port_));
-  struct CloseAll {
-    std::vector<int>& fds;
-    ~CloseAll() {
-      for (int fd : fds) {
-        if (fd >= 0) close(fd);
-      }
-    }
-  } close_silent{silent};
-
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        absl::MutexLock lock(&outcomes.mu);
-        return outcomes.done >= kAbuserWatches - kPerPeer;
-      },
-      absl::Seconds(60)));
-  EXPECT_TRUE(WaitFor(
-      [&] { return (info = HostInfo()) && info->connection().open_watches() == kPerPeer; },
-      absl::Seconds(60)))
-      << (info ? info->DebugString() : "GetHostInfo failed");
-  {
-    absl::MutexLock lock(&outcomes.mu);
-    EXPECT_EQ(outcomes.refused_per_peer, kAbuserWatches - kPerPeer);
-    EXPECT_TRUE(outcomes.other.empty()) << outcomes.other.front();
-  }
+  auto abuser = std::make_unique<Abuser>(server_->target(), port_);
+  EXPECT_TRUE(abuser->WaitEnded(kAbuserWatches - kPerPeer));
+  WaitOpenWatches(kPerPeer);
+  EXPECT_EQ(abuser->refused_per_peer(), kAbuserWatches - kPerPeer);
+  EXPECT_EQ(abuser->other_endings(), std::vector<std::string>());
 
   // Events for everyone: the abuser's queues fill (and overflow) while its
   // streams sit on HTTP/2 flow control.
-  for (int i = 0; i < kChurnDomains; ++i) {
-    DomainHandle d(virDomainDefineXML(
-        admin_.get(), testing::TestDomainXml(absl::StrFormat("churn-%05d", i)).c_str()));
-    ASSERT_NE(d, nullptr);
-    ASSERT_EQ(virDomainUndefine(d.get()), 0);
-  }
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        return (info = HostInfo()) &&
-               info->connection().last_sequence() >= base_sequence + 2 * kChurnDomains;
-      },
-      absl::Seconds(60)));
+  Churn(info->connection().last_sequence());
   OtherClientIsServed();
   const Usage abused = UsageOf(server_->pid());
   std::cout << "virtgated with " << kPerPeer << " never-reading watches (" << kAbuserWatches
@@ -294,23 +340,9 @@ TEST_F(AbuseTest, NeverReadingWatchesAndSilentConnectionsCostBoundedResources) {
   EXPECT_LE(abused.rss_kib, base.rss_kib + 64 * 1024);
 
   // The abuser goes away: every watch it held is freed.
-  {
-    absl::MutexLock lock(&outcomes.mu);
-    outcomes.cancelling = true;
-  }
-  for (auto& w : watches) w->Cancel();
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        absl::MutexLock lock(&outcomes.mu);
-        return outcomes.done == kAbuserWatches;
-      },
-      absl::Seconds(60)));
-  watches.clear();
-  stubs.clear();
-  EXPECT_TRUE(WaitFor(
-      [&] { return (info = HostInfo()) && info->connection().open_watches() == 0; },
-      absl::Seconds(60)))
-      << (info ? info->DebugString() : "GetHostInfo failed");
+  EXPECT_TRUE(abuser->Leave());
+  abuser.reset();
+  WaitOpenWatches(0);
   const Usage after = UsageOf(server_->pid());
   EXPECT_LE(after.threads, base.threads + 8);
   std::cout << "after the abuser left: threads " << after.threads << ", RSS " << after.rss_kib
