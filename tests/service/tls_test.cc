@@ -361,7 +361,9 @@ TEST_F(TlsTest, VirtgatectlTakesTlsFromFlagsOrEnvironmentAndAServerName) {
   r = testing::RunCtl({"--server", other_name, "host"}, env);
   EXPECT_EQ(r.exit_code, 1) << r.Describe();
   EXPECT_THAT(r.err, HasSubstr("peer name 127.0.0.2 is not in peer certificate"));
-  r = testing::RunCtl({"--server", absl::StrCat("localhost:", port), "--tls_ca", a_ + "/ca.crt",
+  // An address, not "localhost": resolving a name goes through c-ares,
+  // which leaks 10 bytes per process under LeakSanitizer.
+  r = testing::RunCtl({"--server", absl::StrCat("127.0.0.1:", port), "--tls_ca", a_ + "/ca.crt",
                        "--tls_cert", a_ + "/monitoring.crt", "--tls_key", a_ + "/monitoring.key",
                        "health"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
