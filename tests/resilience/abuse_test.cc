@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "server/libvirt/handles.h"
 #include "tests/support/files.h"
+#include "tests/support/loopback.h"
 #include "tests/support/private_libvirtd.h"
 #include "tests/support/server_process.h"
 #include "tests/support/test_domains.h"
@@ -40,6 +41,7 @@ namespace virtgate {
 namespace {
 
 using testing::DeadlineIn;
+using testing::HasIpv6Loopback;
 using testing::PrivateLibvirtd;
 using testing::ServerProcess;
 using testing::TempDir;
@@ -68,17 +70,6 @@ int FreePort() {
   }
   close(fd);
   return port;
-}
-
-bool HasIpv6Loopback() {
-  const int fd = socket(AF_INET6, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in6 addr{};
-  addr.sin6_family = AF_INET6;
-  addr.sin6_addr = in6addr_loopback;
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  close(fd);
-  return ok;
 }
 
 // A TCP connection to 127.0.0.1:port that sends nothing.

@@ -20,11 +20,14 @@
 #include "gtest/gtest.h"
 #include "server/libvirt/event_loop.h"
 #include "server/server.h"
+#include "tests/support/loopback.h"
 #include "tests/support/wait_for.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate {
 namespace {
+
+using testing::HasIpv6Loopback;
 
 using ::testing::HasSubstr;
 using testing::WaitFor;
@@ -46,17 +49,6 @@ std::shared_ptr<grpc::Channel> OwnChannel(const std::string& target,
                                           grpc::ChannelArguments args = {}) {
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-}
-
-bool HasIpv6Loopback() {
-  const int fd = socket(AF_INET6, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in6 addr{};
-  addr.sin6_family = AF_INET6;
-  addr.sin6_addr = in6addr_loopback;
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  close(fd);
-  return ok;
 }
 
 // An open watch, served: its first message (the initial state of the test
