@@ -6,6 +6,7 @@
 #   deploy/install-deps.sh build   # compile virtgated and virtgatectl
 #   deploy/install-deps.sh test    # build + tests, benchmarks, clang checks
 #   deploy/install-deps.sh libvirtd  # a private libvirtd (deploy/dev-libvirtd.sh)
+#   deploy/install-deps.sh image     # build and run the container image
 set -euo pipefail
 
 what="${1:-build}"
@@ -14,6 +15,10 @@ build_pkgs=(cmake ninja-build g++ pkg-config
   libabsl-dev libvirt-dev libssl-dev
   # test:///default needs only libvirt itself; libvirt-clients gives virsh.
   libvirt-clients)
+# deploy/image.sh: buildah builds without a Docker engine, on a base made by
+# debootstrap; podman (with runc: crun cannot set rlimits in some sandboxes)
+# runs it.
+image_pkgs=(buildah podman runc debootstrap)
 test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # a real libvirtd for the integration tests (started privately by the tests)
   libvirt-daemon
@@ -29,13 +34,16 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   libvirt-daemon-system qemu-system-x86
   # deploy checks: systemd-analyze verify/security on the unit; openssl
   # makes the TLS tests' certificates
-  systemd openssl)
+  systemd openssl
+  # the container image (deploy/image.sh) and its run test
+  "${image_pkgs[@]}")
 
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   libvirtd) pkgs=(libvirt-daemon libvirt-clients) ;;
-  *) echo "usage: $0 build|test|libvirtd" >&2; exit 2 ;;
+  image) pkgs=("${image_pkgs[@]}") ;;
+  *) echo "usage: $0 build|test|libvirtd|image" >&2; exit 2 ;;
 esac
 
 missing=()
