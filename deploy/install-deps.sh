@@ -12,7 +12,7 @@ set -euo pipefail
 what="${1:-build}"
 build_pkgs=(cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto
-  libabsl-dev libvirt-dev libssl-dev
+  libabsl-dev libvirt-dev libssl-dev libsystemd-dev
   # test:///default needs only libvirt itself; libvirt-clients gives virsh.
   libvirt-clients)
 # deploy/image.sh: buildah builds without a Docker engine, on a base made by
