@@ -29,7 +29,10 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   libvirt-daemon-system qemu-system-x86
   # deploy checks: systemd-analyze verify/security on the unit; openssl
   # makes the TLS tests' certificates
-  systemd openssl)
+  systemd openssl
+  # deploy checks of deploy/k8s and deploy/compose*.yaml: yamllint, and the
+  # Kubernetes API's models (1.22) the validator checks manifests against
+  yamllint python3-yaml python3-kubernetes)
 
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;

@@ -5,6 +5,8 @@
                                           # resource it lists, and what the
                                           # Deploy issue demands of them
     validate_k8s.py FILE...               # the schema check alone
+    validate_k8s.py --compose FILE...     # compose files: known keys only,
+                                          # named volumes declared
 
 The schemas are the models of Debian's python3-kubernetes (22.6, the
 Kubernetes 1.22 API): every model class names its fields and their types
@@ -365,6 +367,54 @@ def check_daemonset(where, ds, images, problems):
         problems.add(where, f"terminationGracePeriodSeconds {tgps} must exceed the shutdown grace ({grace:g}s)")
 
 
+# Compose files (the Compose Specification): the keys this repository may
+# use. Debian 12's podman-compose (1.0.3) has no `config` command to check
+# them with, so this is the check: a misspelt key is an error.
+COMPOSE_TOP = {"version", "name", "services", "volumes", "networks", "configs", "secrets"}
+COMPOSE_SERVICE = {
+    "image", "build", "command", "entrypoint", "environment", "env_file", "ports",
+    "expose", "volumes", "tmpfs", "read_only", "user", "group_add", "cap_add",
+    "cap_drop", "security_opt", "depends_on", "restart", "healthcheck", "networks",
+    "network_mode", "profiles", "labels", "container_name", "hostname", "devices",
+    "working_dir", "stop_grace_period", "stop_signal", "init", "mem_limit", "cpus",
+    "logging", "ulimits", "userns_mode", "pid", "ipc", "privileged", "configs",
+    "secrets", "deploy", "extra_hosts", "dns", "shm_size", "sysctls", "annotations",
+}
+
+
+def check_compose(path, problems):
+    docs = load(path, problems)
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        problems.add(path, "must hold one map")
+        return
+    doc = docs[0]
+    for key in doc:
+        if key not in COMPOSE_TOP and not str(key).startswith("x-"):
+            problems.add(path, f"unknown top-level key {key!r}")
+    declared = set((doc.get("volumes") or {}).keys())
+    services = doc.get("services")
+    if not isinstance(services, dict) or not services:
+        problems.add(path, "services: none")
+        return
+    for name, svc in services.items():
+        where = f"{path}: services.{name}"
+        if not isinstance(svc, dict):
+            problems.add(where, "must be a map")
+            continue
+        for key in svc:
+            if key not in COMPOSE_SERVICE and not str(key).startswith("x-"):
+                problems.add(where, f"unknown key {key!r}")
+        if "image" not in svc and "build" not in svc:
+            problems.add(where, "needs image or build")
+        for dep in svc.get("depends_on") or []:
+            if dep not in services:
+                problems.add(where, f"depends_on names no service: {dep!r}")
+        for v in svc.get("volumes") or []:
+            source = v.split(":")[0] if isinstance(v, str) else v.get("source", "")
+            if source and not source.startswith(("/", ".", "~", "$")) and source not in declared:
+                problems.add(where, f"volume {source!r} is not declared under top-level volumes")
+
+
 def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
@@ -378,6 +428,10 @@ def main(argv):
         if kust is not None and not problems:
             check_properties(kust, objects, problems)
         what = f"{argv[1]}: kustomization and {len(objects)} object(s)"
+    elif argv[0] == "--compose":
+        for path in argv[1:]:
+            check_compose(path, problems)
+        what = f"{len(argv) - 1} compose file(s)"
     else:
         n = 0
         for path in argv:
