@@ -66,13 +66,16 @@ echo "domains: $(virsh -q -c "$uri" list --all --name | grep -c .) defined, $(vi
 sleep 5
 echo "idle after one listing: VmRSS $(mem VmRSS), VmHWM $(mem VmHWM)"
 loop() { for _ in $(seq "$rounds"); do "$ctl" "${tls[@]}" list >/dev/null; done; }
+# virtgated's CPU time (user + system), in seconds.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$vpid/stat"; }
 for phase in $(seq "$phases"); do
+  cpu0=$(cpu)
   start=$(date +%s.%N)
   lpids=()
   for _ in $(seq "$parallel"); do loop & lpids+=($!); done
   for p in "${lpids[@]}"; do wait "$p"; done
   end=$(date +%s.%N)
-  echo "phase $phase: $((rounds * parallel)) listings ($parallel at once) in $(echo "$end - $start" | bc) s: VmRSS $(mem VmRSS), peak VmHWM $(mem VmHWM)"
+  echo "phase $phase: $((rounds * parallel)) listings ($parallel at once) in $(echo "$end - $start" | bc) s, virtgated CPU $(echo "$(cpu) - $cpu0" | bc) s: VmRSS $(mem VmRSS), peak VmHWM $(mem VmHWM)"
 done
 sleep 5
 echo "idle again 5 s later: VmRSS $(mem VmRSS), peak VmHWM $(mem VmHWM)"
