@@ -6,6 +6,7 @@
 #   deploy/install-deps.sh build   # compile virtgated and virtgatectl
 #   deploy/install-deps.sh test    # build + tests, benchmarks, clang checks
 #   deploy/install-deps.sh libvirtd  # a private libvirtd (deploy/dev-libvirtd.sh)
+#   deploy/install-deps.sh image     # build and run the container image
 set -euo pipefail
 
 what="${1:-build}"
@@ -14,6 +15,10 @@ build_pkgs=(cmake ninja-build g++ pkg-config
   libabsl-dev libvirt-dev libssl-dev
   # test:///default needs only libvirt itself; libvirt-clients gives virsh.
   libvirt-clients)
+# deploy/image.sh: buildah builds without a Docker engine, on a base made by
+# debootstrap; podman (with runc: crun cannot set rlimits in some sandboxes)
+# runs it.
+image_pkgs=(buildah podman runc debootstrap)
 test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # a real libvirtd for the integration tests (started privately by the tests)
   libvirt-daemon
@@ -32,13 +37,16 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   systemd openssl
   # deploy checks of deploy/k8s and deploy/compose*.yaml: yamllint, and the
   # Kubernetes API's models (1.22) the validator checks manifests against
-  yamllint python3-yaml python3-kubernetes)
+  yamllint python3-yaml python3-kubernetes
+  # the container image (deploy/image.sh) and its run test
+  "${image_pkgs[@]}")
 
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   libvirtd) pkgs=(libvirt-daemon libvirt-clients) ;;
-  *) echo "usage: $0 build|test|libvirtd" >&2; exit 2 ;;
+  image) pkgs=("${image_pkgs[@]}") ;;
+  *) echo "usage: $0 build|test|libvirtd|image" >&2; exit 2 ;;
 esac
 
 missing=()
