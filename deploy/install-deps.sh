@@ -35,6 +35,9 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # deploy checks: systemd-analyze verify/security on the unit; openssl
   # makes the TLS tests' certificates
   systemd openssl
+  # deploy checks of deploy/k8s and deploy/compose*.yaml: yamllint, and the
+  # Kubernetes API's models (1.22) the validator checks manifests against
+  yamllint python3-yaml python3-kubernetes
   # the container image (deploy/image.sh) and its run test
   "${image_pkgs[@]}")
 
