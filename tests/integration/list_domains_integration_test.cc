@@ -72,8 +72,10 @@ struct Rig {
     auto health = grpc::health::v1::Health::NewStub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service("virtgate.v1.Hypervisor");  // follows libvirt ("" is the process)
     grpc::health::v1::HealthCheckResponse resp;
-    return health->Check(&ctx, {}, &resp).ok() &&
+    return health->Check(&ctx, req, &resp).ok() &&
            resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
   }
 

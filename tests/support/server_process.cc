@@ -139,11 +139,12 @@ absl::StatusOr<int> ServerProcess::Terminate(absl::Duration deadline) {
   return *status;
 }
 
-std::string ServerProcess::HealthStatus(absl::Duration timeout) {
+std::string ServerProcess::HealthStatus(absl::Duration timeout, const std::string& service) {
   grpc::ClientContext ctx;
   ctx.set_deadline(DeadlineIn(timeout));
   ctx.set_wait_for_ready(false);
   grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
   grpc::health::v1::HealthCheckResponse resp;
   grpc::Status s = health_->Check(&ctx, req, &resp);
   if (!s.ok()) return absl::StrCat("error ", s.error_code(), ": ", s.error_message());

@@ -83,8 +83,11 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   std::string Log() const { return ReadFile(log_path_); }
 
-  // "SERVING", "NOT_SERVING", ... or the call's error.
-  std::string HealthStatus(absl::Duration timeout = absl::Seconds(2));
+  // "SERVING", "NOT_SERVING", ... or the call's error, for `service`:
+  // by default virtgate.v1.Hypervisor, which follows libvirt ("" is the
+  // process itself, SERVING until shutdown).
+  std::string HealthStatus(absl::Duration timeout = absl::Seconds(2),
+                           const std::string& service = "virtgate.v1.Hypervisor");
 
   // Size of the RPC trace so far; pass it to RemoteCallsSince.
   size_t RpcTraceOffset() const;
