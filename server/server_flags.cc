@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/libvirt/connection_pool.h"
 
 ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
           "libvirt URI to serve, e.g. qemu:///system, test:///default, "
@@ -33,10 +34,10 @@ ABSL_FLAG(std::string, listen_group, "",
           "mode 0660, so the owner and this group's members may connect");
 ABSL_FLAG(int, pool_size, 8, "libvirt connections to hold open (1-64)");
 ABSL_FLAG(int, max_calls_per_connection, 1,
-          "concurrent libvirt calls admitted per connection. More than 1 risks a crash: "
-          "libvirt 9.0's client can crash when a connection that several threads are "
-          "calling on dies. Never above libvirtd's max_client_requests (default 5), which "
-          "starves keepalive");
+          "concurrent libvirt calls admitted per connection (1-5). More than 1 risks a "
+          "crash: libvirt 9.0's client can crash when a connection that several threads are "
+          "calling on dies. Above 5, libvirtd's max_client_requests, a connection starves its "
+          "own keepalive, so more is refused");
 ABSL_FLAG(int, workers, 16, "worker threads making libvirt calls (1-1024)");
 ABSL_FLAG(int, max_queued_calls, 1024,
           "calls that may wait for a worker; beyond that calls fail at once with "
@@ -153,6 +154,9 @@ absl::StatusOr<Server::Options> OptionsFromFlags() {
   options.listen_group = absl::GetFlag(FLAGS_listen_group);
   options.pool_size = absl::GetFlag(FLAGS_pool_size);
   options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
+  if (absl::Status s = CheckMaxCallsPerConnection(options.max_calls_per_connection); !s.ok()) {
+    return s;  // a usage error (exit 2), not a failure to start
+  }
   options.workers = absl::GetFlag(FLAGS_workers);
   options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
   options.max_replacement_workers = absl::GetFlag(FLAGS_max_replacement_workers);
