@@ -29,6 +29,11 @@ ABSL_FLAG(std::string, libvirt_auth_file, "",
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
           "A non-loopback address needs --tls_cert/--tls_key or --insecure");
+ABSL_FLAG(std::string, health_listen, "",
+          "also serve grpc.health.v1.Health alone, in plaintext, on this address (host:port or "
+          "unix:/path; any address: it only says SERVING or NOT_SERVING), for probes that "
+          "cannot speak to an mTLS --listen, such as the kubelet's gRPC probe. Not the API, "
+          "not reflection. The same statuses as --listen's health. Empty: off");
 ABSL_FLAG(std::string, listen_group, "",
           "the group (name or number) given the unix socket of --listen=unix:PATH; it is "
           "mode 0660, so the owner and this group's members may connect");
@@ -152,6 +157,7 @@ absl::StatusOr<Server::Options> OptionsFromFlags() {
   options.libvirt_auth_file = absl::GetFlag(FLAGS_libvirt_auth_file);
   options.listen = absl::GetFlag(FLAGS_listen);
   options.listen_group = absl::GetFlag(FLAGS_listen_group);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.pool_size = absl::GetFlag(FLAGS_pool_size);
   options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
   if (absl::Status s = CheckMaxCallsPerConnection(options.max_calls_per_connection); !s.ok()) {
