@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -331,6 +332,50 @@ TEST_F(VirtgatectlTest, ReflectionListsServicesLikeGrpcurl) {
   }
   EXPECT_THAT(services, Contains("virtgate.v1.Hypervisor"));
   EXPECT_THAT(services, Contains("grpc.health.v1.Health"));
+}
+
+// What `grpcurl describe` and a plain `grpcurl ... grpc.health.v1.Health/Check`
+// need: the file that defines a listed service, by symbol.
+google::protobuf::FileDescriptorProto FileContainingSymbol(const std::string& target,
+                                                            const std::string& symbol) {
+  namespace reflection = grpc::reflection::v1alpha;
+  auto stub = reflection::ServerReflection::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stream = stub->ServerReflectionInfo(&context);
+  reflection::ServerReflectionRequest request;
+  request.set_file_containing_symbol(symbol);
+  EXPECT_TRUE(stream->Write(request));
+  EXPECT_TRUE(stream->WritesDone());
+  reflection::ServerReflectionResponse response;
+  EXPECT_TRUE(stream->Read(&response));
+  EXPECT_TRUE(stream->Finish().ok());
+  google::protobuf::FileDescriptorProto file;
+  EXPECT_TRUE(response.has_file_descriptor_response())
+      << symbol << ": " << response.error_response().error_message();
+  if (response.file_descriptor_response().file_descriptor_proto_size() > 0) {
+    EXPECT_TRUE(file.ParseFromString(response.file_descriptor_response().file_descriptor_proto(0)));
+  }
+  return file;
+}
+
+TEST_F(VirtgatectlTest, ReflectionDescribesEveryListedService) {
+  const google::protobuf::FileDescriptorProto health =
+      FileContainingSymbol(server_->target(), "grpc.health.v1.Health");
+  EXPECT_EQ(health.name(), "grpc/health/v1/health.proto");
+  ASSERT_EQ(health.service_size(), 1) << health.DebugString();
+  EXPECT_EQ(health.service(0).name(), "Health");
+  std::vector<std::string> methods;
+  for (const auto& method : health.service(0).method()) {
+    methods.push_back(absl::StrCat(method.name(), "(", method.input_type(), ") ",
+                                   method.output_type()));
+  }
+  EXPECT_THAT(methods, Contains("Check(.grpc.health.v1.HealthCheckRequest) "
+                                ".grpc.health.v1.HealthCheckResponse"));
+  const google::protobuf::FileDescriptorProto api =
+      FileContainingSymbol(server_->target(), "virtgate.v1.Hypervisor");
+  EXPECT_EQ(api.package(), "virtgate.v1");
 }
 
 // --reflection=false leaves reflection out; the API is still served.
