@@ -425,6 +425,43 @@ TEST(VirtgatedEnvironmentTest, FlagsComeFromTheEnvironmentAndTheCommandLineWins)
   EXPECT_THAT(bad.err, HasSubstr("VIRTGATE_POOL_SIZE: Illegal value 'many'"));
 }
 
+// A plaintext virtgatectl against a TLS server hears only "connection
+// closed" from gRPC: it says the server may require TLS and which options
+// give it. The server's health is checked on its plaintext --health_listen.
+TEST(VirtgatectlTlsHintTest, PlaintextAgainstATlsServerSuggestsTheTlsOptions) {
+  TempDir certs;
+  ASSERT_FALSE(certs.path().empty());
+  const CommandResult made = testing::RunCommand(
+      {std::string(VIRTGATE_SOURCE_DIR) + "/deploy/make-certs.sh", certs.path()});
+  ASSERT_EQ(made.exit_code, 0) << made.Describe();
+  ServerProcess::Config config;
+  config.health_port = true;
+  config.extra_flags = {absl::StrCat("--tls_cert=", certs.path(), "/server.crt"),
+                        absl::StrCat("--tls_key=", certs.path(), "/server.key")};
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = (*server)->target();
+
+  for (const char* command : {"list", "health"}) {
+    SCOPED_TRACE(command);
+    const CommandResult r = RunCtl({"--server", target, command});
+    EXPECT_EQ(r.exit_code, 1) << r.Describe();
+    EXPECT_THAT(r.out, IsEmpty());
+    EXPECT_EQ(r.err, absl::StrCat("virtgatectl: cannot reach ", target,
+                                  ": connection closed (the server may require TLS: give "
+                                  "--tls_ca FILE, and --tls_cert and --tls_key if it wants a "
+                                  "client certificate)\n"))
+        << r.Describe();
+  }
+  // As the hint says: with the CA, it works.
+  CommandResult r = RunCtl({"--server", target, "--tls_ca", certs.path() + "/ca.crt", "host"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  // The health port needs no TLS.
+  r = RunCtl({"--server", (*server)->health_target(), "health"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "SERVING\n");
+}
+
 // --- Without a server.
 
 void ExpectUnreachable(const CommandResult& r, const std::string& target,
