@@ -153,13 +153,29 @@ int UsageError(absl::string_view message) {
   return Fail(kExitUsage, absl::StrCat(message, " (see virtgatectl --help)"));
 }
 
+// A plaintext client of a TLS server hears only that the connection closed
+// (the server drops the plaintext HTTP/2 preface): say what is likely
+// missing. Only when no TLS option was given, from flags or environment.
+std::string WithTlsHint(const absl::Status& status, const ClientOptions& options) {
+  const bool plaintext = options.tls_ca_file.empty() && options.tls_cert_file.empty() &&
+                         options.tls_key_file.empty() && options.tls_server_name.empty();
+  if (!plaintext || !IsConnectionError(status) ||
+      !absl::EndsWith(status.message(), ": connection closed")) {
+    return std::string(status.message());
+  }
+  return absl::StrCat(status.message(),
+                      " (the server may require TLS: give --tls_ca FILE, and --tls_cert and "
+                      "--tls_key if it wants a client certificate)");
+}
+
 // A failed call. `what` is what was asked for (a domain, a service) and
 // `context` how to say so; the context is left out when the server was never
 // reached (it would suggest the server answered about it) and when the
 // server's message names `what` already.
-int CallFailed(const absl::Status& status, absl::string_view what = "",
+int CallFailed(const Invocation& inv, const absl::Status& status, absl::string_view what = "",
                absl::string_view context = "") {
-  if (context.empty() || IsConnectionError(status) ||
+  if (IsConnectionError(status)) return Fail(kExitFailure, WithTlsHint(status, inv.client));
+  if (context.empty() ||
       absl::StrContains(absl::AsciiStrToLower(status.message()), absl::AsciiStrToLower(what))) {
     return Fail(kExitFailure, status.message());
   }
@@ -191,7 +207,7 @@ int RunList(const Client& client, const Invocation& inv) {
   for (v1::DomainState state : inv.states) request.add_states(state);
 
   absl::StatusOr<std::vector<v1::Domain>> domains = client.ListDomains(std::move(request));
-  if (!domains.ok()) return CallFailed(domains.status());
+  if (!domains.ok()) return CallFailed(inv, domains.status());
   if (inv.output == Output::kJson) {
     absl::StatusOr<std::string> json = FormatDomainListJson(*domains);
     if (!json.ok()) return Fail(kExitFailure, json.status().message());
@@ -211,7 +227,7 @@ int RunGet(const Client& client, const Invocation& inv) {
       what = absl::StrCat(what.substr(0, 8), "-", what.substr(8, 4), "-", what.substr(12, 4), "-",
                           what.substr(16, 4), "-", what.substr(20));
     }
-    return CallFailed(domain.status(), what, absl::StrCat("domain \"", name_or_uuid, "\""));
+    return CallFailed(inv, domain.status(), what, absl::StrCat("domain \"", name_or_uuid, "\""));
   }
   if (inv.output == Output::kJson) return PrintJson(*domain);
   return Print(FormatDomain(*domain));
@@ -219,7 +235,7 @@ int RunGet(const Client& client, const Invocation& inv) {
 
 int RunHost(const Client& client, const Invocation& inv) {
   absl::StatusOr<v1::HostInfo> info = client.GetHostInfo();
-  if (!info.ok()) return CallFailed(info.status());
+  if (!info.ok()) return CallFailed(inv, info.status());
   if (inv.output == Output::kJson) return PrintJson(*info);
   return Print(FormatHostInfo(*info));
 }
@@ -228,7 +244,7 @@ int RunHealth(const Client& client, const Invocation& inv) {
   const std::string& service = inv.argument;
   absl::StatusOr<bool> serving = client.CheckHealth(service);
   if (!serving.ok()) {
-    return CallFailed(serving.status(), service,
+    return CallFailed(inv, serving.status(), service,
                       service.empty() ? "" : absl::StrCat("service \"", service, "\""));
   }
   using grpc::health::v1::HealthCheckResponse;
@@ -320,7 +336,7 @@ int RunWatch(const Client& client, const Invocation& inv) {
   pthread_kill(signal_waiter.native_handle(), SIGTERM);  // Ends its sigwait.
   signal_waiter.join();
   if (!write_error.empty()) return Fail(kExitFailure, write_error);
-  if (!status.ok()) return CallFailed(status);
+  if (!status.ok()) return CallFailed(inv, status);
   // OK means cancelled, and only a signal or a failed write cancels.
   return interrupted.load() ? kExitOk : Fail(kExitFailure, "watch ended unexpectedly");
 }
@@ -389,13 +405,13 @@ int Main(int argc, char** argv) {
     server = env_server != nullptr && env_server[0] != '\0' ? env_server
                                                              : std::string(kDefaultServer);
   }
-  ClientOptions options = inv.client;
-  TlsFromEnvironment(&options);
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(server, options);
+  Invocation effective = inv;  // with the TLS options from the environment
+  TlsFromEnvironment(&effective.client);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(server, effective.client);
   // Connect only fails for bad options (unreadable TLS files, empty
   // address): a usage error, but --help would not help with it.
   if (!client.ok()) return Fail(kExitUsage, client.status().message());
-  return run(**client, inv);
+  return run(**client, effective);
 }
 
 }  // namespace

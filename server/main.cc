@@ -9,7 +9,6 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/base/log.h"
@@ -17,14 +16,17 @@
 #include "server/server_flags.h"
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "virtgate server: gRPC access to one hypervisor through libvirt.\n"
-      "  virtgated --libvirt_uri=test:///default\n"
-      "  virtgated --libvirt_uri=qemu:///system --listen=unix:/run/virtgate/virtgate.sock");
+  // Our own help, by topic, on stdout with exit 0 (absl's lists flags by
+  // source file and exits 1). Before the environment is read, so it shows
+  // the defaults.
+  if (virtgate::WantsHelp(argc, argv)) {
+    std::fputs(virtgate::FlagsHelp().c_str(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  }
+  absl::SetProgramUsageMessage("virtgated: gRPC access to one hypervisor through libvirt "
+                               "(virtgated --help lists the flags)");
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "server/server_flags.cc");
-  };
+  usage.version_string = [] { return std::string("virtgated " VIRTGATE_VERSION "\n"); };
   absl::SetFlagsUsageConfig(usage);
   if (absl::Status env = virtgate::FlagsFromEnvironment(); !env.ok()) {
     std::fprintf(stderr, "virtgated: %s\n", std::string(env.message()).c_str());

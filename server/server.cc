@@ -16,8 +16,9 @@
 #include "absl/strings/strip.h"
 #include "server/base/log.h"
 #include "server/base/quote.h"
-#include "server/rpc/tls_credentials.h"
 #include "server/libvirt/auth_file.h"
+#include "server/rpc/tls_credentials.h"
+#include "server/rpc/without_reflection.h"
 
 namespace virtgate {
 namespace {
@@ -83,20 +84,6 @@ absl::Status GiveSocketToGroup(const std::string& path, const std::string& group
   return absl::OkStatus();
 }
 
-// Leaves gRPC's reflection plugin out of one server (--reflection=false):
-// it is registered for every server of the process.
-class WithoutReflection : public grpc::ServerBuilderOption {
- public:
-  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
-  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
-    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
-                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
-                                    return p->name() == "proto_server_reflection";
-                                  }),
-                   plugins->end());
-  }
-};
-
 absl::Status ValidateOptions(const Server::Options& options) {
   if (options.workers < 1 || options.workers > 1024) {
     return absl::InvalidArgumentError(
@@ -113,6 +100,12 @@ absl::Status ValidateOptions(const Server::Options& options) {
   }
   if (!options.listen_group.empty() && !absl::StartsWith(options.listen, "unix:")) {
     return absl::InvalidArgumentError("--listen_group applies to a unix socket (--listen=unix:PATH)");
+  }
+  // The same address twice (but port 0, which picks two free ports).
+  if (!options.health_listen.empty() && options.health_listen == options.listen &&
+      !absl::EndsWith(options.listen, ":0")) {
+    return absl::InvalidArgumentError(
+        "--health_listen must differ from --listen: it serves health alone, on a port of its own");
   }
   if (options.max_call_time <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--max_call_time must be positive");
@@ -158,6 +151,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   }
   absl::StatusOr<ListenAddress> listen = ParseListenAddress(options.listen);
   if (!listen.ok()) return listen.status();
+  std::optional<ListenAddress> health_listen;
+  if (!options.health_listen.empty()) {
+    absl::StatusOr<ListenAddress> h = ParseListenAddress(options.health_listen, "--health_listen");
+    if (!h.ok()) return h.status();
+    health_listen = *std::move(h);
+  }
   std::unique_ptr<StagedTlsFiles> tls_files;
   std::shared_ptr<Authorizer> authorizer;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
@@ -167,6 +166,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   server->tls_files_ = std::move(tls_files);
   server->authorizer_ = std::move(authorizer);
   server->listen_ = *std::move(listen);
+  server->health_listen_ = std::move(health_listen);
   const Options& o = server->options_;
 
   server->workers_ = std::make_unique<WorkerPool>(
@@ -208,11 +208,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
     server->StopLibvirt(absl::Now() + absl::Seconds(1));
     return s;
   }
-  server->health_ =
-      std::make_unique<HealthReporter>(server->availability_, server->health_service_.get());
+  std::vector<grpc::HealthCheckServiceInterface*> health = {server->health_service_.get()};
+  if (server->health_listener_) health.push_back(server->health_listener_->service());
+  server->health_ = std::make_unique<HealthReporter>(server->availability_, std::move(health));
   LogInfo("serving virtgate.v1.Hypervisor on ", server->address_, " for ", o.libvirt_uri,
           o.read_only ? " (read-only)" : " (read-write)", "; ", o.pool_size,
-          " call connections, ", o.workers, " workers");
+          " call connections, ", o.workers, " workers",
+          server->health_listener_
+              ? absl::StrCat("; grpc.health.v1 alone, plaintext, on ",
+                             server->health_listener_->address(), " (--health_listen)")
+              : "");
   return server;
 }
 
@@ -229,45 +234,32 @@ void Server::WaitForLibvirt() {
 }
 
 absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials) {
+  if (health_listen_.has_value()) {
+    absl::StatusOr<std::unique_ptr<HealthListener>> health =
+        HealthListener::Start(*health_listen_, options_.connection_limits);
+    if (!health.ok()) return health.status();
+    health_listener_ = *std::move(health);
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  absl::StatusOr<int> lock = PrepareListener(listen_);
-  if (!lock.ok()) return lock.status();
-  listen_lock_fd_ = *lock;
   grpc::ServerBuilder builder;
-  int selected_port = 0;
-  builder.AddListeningPort(options_.listen, credentials, &selected_port);
-  // A port another process listens on is an error, not shared between the
-  // two (gRPC's default, SO_REUSEPORT, would split calls between them).
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Request size, streams per connection, idle connections, HTTP/2 pings.
   ApplyConnectionLimits(options_.connection_limits, &builder);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_service_.get());
   if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
-  // A unix socket is created mode 0660 (owner and group may connect) from
-  // the start: the umask applies while gRPC binds it.
-  const mode_t umask_before = listen_.unix_socket ? umask(0117) : 0;
-  grpc_server_ = builder.BuildAndStart();
-  if (listen_.unix_socket) umask(umask_before);
-  if (grpc_server_ && listen_.unix_socket && !options_.listen_group.empty()) {
+  absl::StatusOr<Listening> listening = StartListening(listen_, std::move(credentials), &builder);
+  if (!listening.ok()) return listening.status();
+  grpc_server_ = std::move(listening->server);
+  listen_lock_fd_ = listening->lock_fd;
+  if (listen_.unix_socket && !options_.listen_group.empty()) {
     if (absl::Status s = GiveSocketToGroup(listen_.path, options_.listen_group); !s.ok()) {
       grpc_server_->Shutdown();
       grpc_server_.reset();
       return s;
     }
   }
-  if (!grpc_server_ || selected_port == 0) {
-    grpc_server_.reset();
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.listen, ": ", DiagnoseListenFailure(listen_)));
-  }
-  port_ = selected_port;
-  if (listen_.unix_socket) {
-    address_ = options_.listen;
-  } else {
-    address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')), ":",
-                            selected_port);
-  }
+  port_ = listening->port;
+  address_ = std::move(listening->address);
   return absl::OkStatus();
 }
 
@@ -297,7 +289,10 @@ void Server::Shutdown(absl::Duration grace) {
   const size_t watches = service_->open_watches();
   service_->EndWatches();
   if (watches > 0) LogInfo("shutdown: ended ", watches, " open watch(es)");
+  if (health_listener_) health_listener_->service()->Shutdown();  // NOT_SERVING there too
   grpc_server_->Shutdown(absl::ToChronoTime(deadline));
+  // Probes of the health port hear NOT_SERVING until the API server is down.
+  if (health_listener_) health_listener_->Shutdown(deadline);
   StopLibvirt(deadline);
   LogInfo("shut down");
 }

@@ -1,7 +1,8 @@
 // Server: builds and owns everything virtgated runs, in the order of the
 // path of a call (README "Architecture"):
 //   workers -> call pool -> hub + domain cache -> lifecycle feed ->
-//   readers and lister -> gRPC service (+ health, reflection)
+//   readers and lister -> gRPC service (+ health, reflection; health alone
+//   on a second server with --health_listen)
 // and tears it down in the reverse order.
 //
 // main.cc only turns flags into Options; tests build the same Server
@@ -11,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,8 +29,9 @@
 #include "server/reads/facts_reader.h"
 #include "server/reads/libvirt_lister.h"
 #include "server/rpc/authorizer.h"
-#include "server/rpc/health_reporter.h"
 #include "server/rpc/connection_limits.h"
+#include "server/rpc/health_listener.h"
+#include "server/rpc/health_reporter.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/hypervisor_service.h"
 #include "server/rpc/listen_address.h"
@@ -92,6 +95,9 @@ class Server {
     absl::Duration authz_refresh_interval = absl::Seconds(60);
     // Serve gRPC reflection (grpcurl's list/describe).
     bool reflection = true;
+    // Also serve grpc.health.v1 alone, in plaintext, here (HealthListener);
+    // empty: not at all.
+    std::string health_listen;
   };
 
   static absl::StatusOr<std::unique_ptr<Server>> BuildAndStart(Options options);
@@ -101,6 +107,10 @@ class Server {
   // "unix:/path".
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // Where --health_listen serves health alone (port resolved), or "".
+  std::string health_address() const {
+    return health_listener_ ? health_listener_->address() : "";
+  }
 
   // Stops accepting calls, reports NOT_SERVING, lets in-flight calls finish
   // for up to `grace`, then cancels the rest, abandons workers stuck in
@@ -120,7 +130,8 @@ class Server {
  private:
   explicit Server(Options options) : options_(std::move(options)) {}
 
-  // Starts the gRPC server; sets address_ and port_.
+  // Starts the health-only server (--health_listen), if asked, then the
+  // gRPC server; sets address_ and port_.
   absl::Status StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials);
   // Waits (5 s at most) for the first attempts to reach libvirt, so a
   // reachable one is serving when BuildAndStart returns.
@@ -129,6 +140,7 @@ class Server {
 
   const Options options_;
   ListenAddress listen_;
+  std::optional<ListenAddress> health_listen_;
   int listen_lock_fd_ = -1;  // a unix socket's lock, held while we live
   std::string address_;
   int port_ = 0;
@@ -154,6 +166,8 @@ class Server {
   // (gRPC's credentials share it); both outlive the gRPC server.
   std::unique_ptr<StagedTlsFiles> tls_files_;
   std::shared_ptr<Authorizer> authorizer_;
+  // --health_listen: health alone, on a second gRPC server.
+  std::unique_ptr<HealthListener> health_listener_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HealthReporter> health_;
   absl::Mutex shutdown_mu_;

@@ -1,15 +1,21 @@
 #include "server/server_flags.h"
 
-#include <string>
-
+#include <algorithm>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "server/libvirt/connection_pool.h"
 
 ABSL_FLAG(std::string, libvirt_uri, "qemu:///system",
           "libvirt URI to serve, e.g. qemu:///system, test:///default, "
@@ -28,15 +34,20 @@ ABSL_FLAG(std::string, libvirt_auth_file, "",
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address: host:port (port 0 picks a free port) or unix:/path. "
           "A non-loopback address needs --tls_cert/--tls_key or --insecure");
+ABSL_FLAG(std::string, health_listen, "",
+          "also serve grpc.health.v1.Health alone, in plaintext, on this address (host:port or "
+          "unix:/path; any address: it only says SERVING or NOT_SERVING), for probes that "
+          "cannot speak to an mTLS --listen, such as the kubelet's gRPC probe. Not the API, "
+          "not reflection. The same statuses as --listen's health. Empty: off");
 ABSL_FLAG(std::string, listen_group, "",
           "the group (name or number) given the unix socket of --listen=unix:PATH; it is "
           "mode 0660, so the owner and this group's members may connect");
 ABSL_FLAG(int, pool_size, 8, "libvirt connections to hold open (1-64)");
 ABSL_FLAG(int, max_calls_per_connection, 1,
-          "concurrent libvirt calls admitted per connection. More than 1 risks a crash: "
-          "libvirt 9.0's client can crash when a connection that several threads are "
-          "calling on dies. Never above libvirtd's max_client_requests (default 5), which "
-          "starves keepalive");
+          "concurrent libvirt calls admitted per connection (1-5). More than 1 risks a "
+          "crash: libvirt 9.0's client can crash when a connection that several threads are "
+          "calling on dies. Above 5, libvirtd's max_client_requests, a connection starves its "
+          "own keepalive, so more is refused");
 ABSL_FLAG(int, workers, 16, "worker threads making libvirt calls (1-1024)");
 ABSL_FLAG(int, max_queued_calls, 1024,
           "calls that may wait for a worker; beyond that calls fail at once with "
@@ -113,6 +124,55 @@ ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
 namespace virtgate {
 namespace {
 
+// virtgated --help, by topic. Every flag defined above belongs to exactly
+// one topic here; one left out is listed under kUnfiled by FlagsHelp (and
+// server_flags_test fails), so a new flag cannot go missing from --help.
+struct Topic {
+  const char* title;
+  std::vector<const char*> flags;
+};
+const std::vector<Topic>& Topics() {
+  static const auto* topics = new std::vector<Topic>{
+      {"libvirt", {"libvirt_uri", "libvirt_auth_file", "read_only", "keepalive_interval",
+                   "keepalive_count", "reconnect_max_backoff"}},
+      {"calls into libvirt", {"pool_size", "max_calls_per_connection", "workers",
+                              "max_queued_calls", "max_replacement_workers", "max_call_time",
+                              "bulk_stats_budget"}},
+      {"listening, TLS and authorization",
+       {"listen", "listen_group", "health_listen", "insecure", "tls_cert", "tls_key",
+        "tls_client_ca", "tls_refresh_interval", "authz_policy", "authz_refresh_interval",
+        "reflection"}},
+      {"limits on clients", {"max_request_bytes", "max_watches", "max_watches_per_peer",
+                             "max_streams_per_connection", "max_connection_idle"}},
+      {"events and watches", {"event_history", "watch_queue_depth"}},
+      {"shutdown", {"shutdown_grace"}},
+      {"logging", {"log_level"}},
+  };
+  return *topics;
+}
+
+constexpr char kUnfiled[] = "not filed under a topic (a bug: add them to Topics() in "
+                            "server/server_flags.cc)";
+
+bool IsVirtgatedFlag(const absl::CommandLineFlag& flag) {
+  return absl::StrContains(flag.Filename(), "server/server_flags.cc");
+}
+
+// "--name (default: value)" and the help, wrapped to 80 columns.
+void AppendFlagHelp(const absl::CommandLineFlag& flag, std::string* out) {
+  const std::string value = flag.DefaultValue();
+  absl::StrAppend(out, "  --", flag.Name(), " (default: ", value.empty() ? "none" : value, ")\n");
+  std::string line = "     ";
+  for (absl::string_view word : absl::StrSplit(flag.Help(), ' ', absl::SkipEmpty())) {
+    if (line.size() > 5 && line.size() + 1 + word.size() > 80) {
+      absl::StrAppend(out, line, "\n");
+      line = "     ";
+    }
+    absl::StrAppend(&line, " ", word);
+  }
+  absl::StrAppend(out, line, "\n");
+}
+
 absl::Status LimitsFromFlags(Server::Options* options) {
   ConnectionLimits& c = options->connection_limits;
   c.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
@@ -131,9 +191,56 @@ absl::Status LimitsFromFlags(Server::Options* options) {
 
 }  // namespace
 
+bool WantsHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") return false;  // what follows is not a flag
+    if (arg == "-h" || absl::StartsWith(arg, "--help") || absl::StartsWith(arg, "-help")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string FlagsHelp() {
+  std::string out =
+      "virtgated: gRPC access to one hypervisor through libvirt.\n"
+      "\n"
+      "Usage: virtgated [--FLAG=VALUE]...\n"
+      "  virtgated --libvirt_uri=test:///default\n"
+      "  virtgated --libvirt_uri=qemu:///system --listen=unix:/run/virtgate/virtgate.sock\n"
+      "\n"
+      "Every flag can also be given as the environment variable VIRTGATE_<FLAG IN UPPER\n"
+      "CASE>, e.g. VIRTGATE_LIBVIRT_URI=test:///default or VIRTGATE_READ_ONLY=false; the\n"
+      "command line wins. SIGTERM or SIGINT shuts down gracefully (exit 0). A value\n"
+      "virtgated refuses, or a bad VIRTGATE_* variable, exits 2; an unknown flag, a value\n"
+      "that does not parse, or a server that cannot start exits 1.\n";
+  const absl::flat_hash_map<absl::string_view, absl::CommandLineFlag*> all = absl::GetAllFlags();
+  absl::flat_hash_set<absl::string_view> filed;
+  for (const Topic& topic : Topics()) {
+    absl::StrAppend(&out, "\n", topic.title, ":\n");
+    for (const char* name : topic.flags) {
+      auto it = all.find(name);
+      if (it == all.end()) continue;  // a flag another binary leaves out
+      AppendFlagHelp(*it->second, &out);
+      filed.insert(it->first);
+    }
+  }
+  std::vector<absl::CommandLineFlag*> unfiled;
+  for (const auto& [name, flag] : all) {
+    if (IsVirtgatedFlag(*flag) && !filed.contains(name)) unfiled.push_back(flag);
+  }
+  if (!unfiled.empty()) {
+    std::sort(unfiled.begin(), unfiled.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
+    absl::StrAppend(&out, "\n", kUnfiled, ":\n");
+    for (const absl::CommandLineFlag* flag : unfiled) AppendFlagHelp(*flag, &out);
+  }
+  return out;
+}
+
 absl::Status FlagsFromEnvironment() {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (!absl::StrContains(flag->Filename(), "server/server_flags.cc")) continue;
+    if (!IsVirtgatedFlag(*flag)) continue;
     const std::string variable = absl::StrCat("VIRTGATE_", absl::AsciiStrToUpper(name));
     const char* value = getenv(variable.c_str());
     if (value == nullptr) continue;
@@ -151,8 +258,12 @@ absl::StatusOr<Server::Options> OptionsFromFlags() {
   options.libvirt_auth_file = absl::GetFlag(FLAGS_libvirt_auth_file);
   options.listen = absl::GetFlag(FLAGS_listen);
   options.listen_group = absl::GetFlag(FLAGS_listen_group);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.pool_size = absl::GetFlag(FLAGS_pool_size);
   options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
+  if (absl::Status s = CheckMaxCallsPerConnection(options.max_calls_per_connection); !s.ok()) {
+    return s;  // a usage error (exit 2), not a failure to start
+  }
   options.workers = absl::GetFlag(FLAGS_workers);
   options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
   options.max_replacement_workers = absl::GetFlag(FLAGS_max_replacement_workers);

@@ -15,6 +15,15 @@ ABSL_DECLARE_FLAG(absl::Duration, shutdown_grace);
 
 namespace virtgate {
 
+// Whether the command line asks for help: -h, --help and absl's other help
+// flags (--helpfull, --helpshort, ...), before any "--".
+bool WantsHelp(int argc, char** argv);
+
+// virtgated --help: usage, the environment variables, then every flag with
+// its default and help, grouped by topic (libvirt, listening and TLS,
+// limits, events, shutdown, logging).
+std::string FlagsHelp();
+
 // Sets each flag of virtgated from the environment variable VIRTGATE_<FLAG
 // IN CAPITALS> (VIRTGATE_LIBVIRT_URI, VIRTGATE_TLS_CERT, ...) when it is set.
 // Call it before parsing the command line, which then overrides it. An

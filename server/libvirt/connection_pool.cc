@@ -432,6 +432,15 @@ void ConnectionPool::Lease::Release() {
 
 // --- ConnectionPool
 
+absl::Status CheckMaxCallsPerConnection(int calls) {
+  if (calls >= 1 && calls <= kMaxCallsPerConnection) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--max_calls_per_connection must be between 1 and ", kMaxCallsPerConnection, ", got ",
+      calls, ": libvirtd serves at most max_client_requests (", kMaxCallsPerConnection,
+      ") calls per connection at once, and a connection with more queued starves its own "
+      "keepalive; above 1 also risks libvirt 9.0's client crash (README \"Architecture\")"));
+}
+
 absl::StatusOr<std::unique_ptr<ConnectionPool>> ConnectionPool::Create(
     Options options, std::shared_ptr<Availability> availability,
     std::shared_ptr<ReconnectSignal> reconnect) {
@@ -440,9 +449,8 @@ absl::StatusOr<std::unique_ptr<ConnectionPool>> ConnectionPool::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("--pool_size must be between 1 and 64, got ", options.size));
   }
-  if (options.max_calls_per_connection < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max_calls_per_connection must be at least 1, got ", options.max_calls_per_connection));
+  if (absl::Status s = CheckMaxCallsPerConnection(options.max_calls_per_connection); !s.ok()) {
+    return s;
   }
   if (absl::Status s = EnsureLibvirtEventLoop(); !s.ok()) return s;
   std::unique_ptr<ConnectionPool> pool(new ConnectionPool(options));

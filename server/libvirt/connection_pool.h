@@ -43,6 +43,16 @@
 
 namespace virtgate {
 
+// The most calls one connection may carry at once: libvirtd's default
+// max_client_requests. A connection with more queued behind them starves
+// its own keepalive (its pings wait in the same queue), and libvirtd then
+// declares it dead.
+inline constexpr int kMaxCallsPerConnection = 5;
+
+// --max_calls_per_connection checked: 1 to kMaxCallsPerConnection, or an
+// INVALID_ARGUMENT that says why.
+absl::Status CheckMaxCallsPerConnection(int calls);
+
 class ConnectionPool {
  public:
   struct Options {

@@ -5,7 +5,7 @@
 namespace virtgate {
 
 HealthReporter::HealthReporter(std::shared_ptr<Availability> availability,
-                               grpc::HealthCheckServiceInterface* health)
+                               std::vector<grpc::HealthCheckServiceInterface*> health)
     : availability_(std::move(availability)), health_(health) {
   const Availability::State now = availability_->Get();
   Report(now);  // before the first change
@@ -23,9 +23,11 @@ void HealthReporter::Stop() {
 }
 
 void HealthReporter::Report(const Availability::State& state) {
-  health_->SetServingStatus(state.calls_up);
-  health_->SetServingStatus(v1::Hypervisor::service_full_name(), state.calls_up);
-  health_->SetServingStatus(kEventsHealthService, state.events_up);
+  for (grpc::HealthCheckServiceInterface* health : health_) {
+    health->SetServingStatus(state.calls_up);
+    health->SetServingStatus(v1::Hypervisor::service_full_name(), state.calls_up);
+    health->SetServingStatus(kEventsHealthService, state.events_up);
+  }
 }
 
 void HealthReporter::Run(uint64_t seen) {

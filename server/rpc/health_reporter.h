@@ -1,5 +1,6 @@
-// HealthReporter: tells the health service (grpc.health.v1, HealthService)
-// what Availability says, on a thread of its own:
+// HealthReporter: tells the health services (grpc.health.v1, HealthService:
+// the API port's, and --health_listen's when set) what Availability says,
+// the same to each, on a thread of its own:
 //   ""  and "virtgate.v1.Hypervisor"      SERVING while a call connection is
 //                                          up (calls are served);
 //   "virtgate.v1.Hypervisor/WatchLifecycle" SERVING while events flow and
@@ -13,6 +14,7 @@
 
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -25,9 +27,9 @@ inline constexpr char kEventsHealthService[] = "virtgate.v1.Hypervisor/WatchLife
 
 class HealthReporter {
  public:
-  // `health` must outlive Stop().
+  // Every one of `health` must outlive Stop().
   HealthReporter(std::shared_ptr<Availability> availability,
-                 grpc::HealthCheckServiceInterface* health);
+                 std::vector<grpc::HealthCheckServiceInterface*> health);
   ~HealthReporter();  // Stop()
 
   // No more updates after this returns (shutdown sets NOT_SERVING itself).
@@ -38,7 +40,7 @@ class HealthReporter {
   void Report(const Availability::State& state);
 
   const std::shared_ptr<Availability> availability_;
-  grpc::HealthCheckServiceInterface* const health_;
+  const std::vector<grpc::HealthCheckServiceInterface*> health_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

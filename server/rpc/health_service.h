@@ -6,6 +6,13 @@
 // Kubernetes-style probers that keep the stream) held virtgated's shutdown
 // for the whole --shutdown_grace and was then cut off with the calls.
 //
+// Built on protobuf's generated health messages, it also puts
+// grpc/health/v1/health.proto into protobuf's generated pool, where gRPC's
+// reflection finds descriptors: grpcurl can describe grpc.health.v1.Health and
+// call it without health.proto at hand. (gRPC's default service is built on
+// upb and brings no descriptor: reflection listed the service but answered
+// "Symbol not found" for it.)
+//
 // It implements gRPC's HealthCheckServiceInterface, so HealthReporter sets
 // statuses on it as it did on the default one. Unknown services: Check is
 // NOT_FOUND, Watch sends SERVICE_UNKNOWN and waits (as gRPC's). Thread-safe.

@@ -24,8 +24,28 @@ namespace {
 
 constexpr char kForms[] = "want HOST:PORT, [IPV6]:PORT or unix:/ABSOLUTE/PATH";
 
-absl::Status Bad(const std::string& text, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat("--listen \"", absl::CEscape(text), "\": ", why));
+absl::Status Bad(const std::string& flag, const std::string& text, absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, " \"", absl::CEscape(text), "\": ", why));
+}
+
+// What is wrong with the directory a unix socket goes in, or "".
+std::string SocketDirectoryProblem(const std::string& path) {
+  const std::string dir = path.substr(0, path.rfind('/'));
+  if (dir.empty()) return "";  // "/" itself
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return absl::StrCat("directory ", dir, " does not exist; create it first (mkdir -p ", dir,
+                          "; systemd's RuntimeDirectory= makes /run/virtgate for the unit)");
+    }
+    return absl::StrCat("directory ", dir, ": ", std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) return absl::StrCat(dir, " is not a directory");
+  if (access(dir.c_str(), W_OK | X_OK) != 0) {
+    return absl::StrCat("directory ", dir, ": ", std::strerror(errno));
+  }
+  return "";
 }
 
 bool IsLoopbackHost(const std::string& host) {
@@ -36,21 +56,22 @@ bool IsLoopbackHost(const std::string& host) {
   return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
-absl::StatusOr<ListenAddress> ParseUnix(const std::string& text) {
+absl::StatusOr<ListenAddress> ParseUnix(const std::string& text, const std::string& flag) {
   ListenAddress a;
+  a.flag = flag;
   a.text = text;
   a.unix_socket = true;
   a.loopback = true;
   a.path = text.substr(5);
   if (a.path.empty() || a.path[0] != '/') {
-    return Bad(text, "a unix socket needs an absolute path (unix:/run/virtgate/virtgate.sock)");
+    return Bad(flag, text, "a unix socket needs an absolute path (unix:/run/virtgate/virtgate.sock)");
   }
   if (a.path.find_first_of(std::string("\0%?#", 4)) != std::string::npos) {
     // gRPC reads the target as a URI: these would name another file.
-    return Bad(text, "the path contains a NUL byte, '%', '?' or '#'");
+    return Bad(flag, text, "the path contains a NUL byte, '%', '?' or '#'");
   }
   if (a.path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return Bad(text, absl::StrCat("a unix socket path is at most ",
+    return Bad(flag, text, absl::StrCat("a unix socket path is at most ",
                                   sizeof(sockaddr_un{}.sun_path) - 1, " bytes"));
   }
   return a;
@@ -75,43 +96,45 @@ bool Resolve(const ListenAddress& a, sockaddr_storage* out, socklen_t* len, std:
 
 }  // namespace
 
-absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
-  if (absl::StartsWith(text, "unix:")) return ParseUnix(text);
-  if (text.empty()) return Bad(text, kForms);
+absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text,
+                                                 const std::string& flag) {
+  if (absl::StartsWith(text, "unix:")) return ParseUnix(text, flag);
+  if (text.empty()) return Bad(flag, text, kForms);
   ListenAddress a;
+  a.flag = flag;
   a.text = text;
   std::string port;
   if (text[0] == '[') {
     const size_t close = text.find(']');
     if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return Bad(text, kForms);
+      return Bad(flag, text, kForms);
     }
     a.host = text.substr(1, close - 1);
     in6_addr v6;
     if (inet_pton(AF_INET6, a.host.c_str(), &v6) != 1) {
-      return Bad(text, absl::StrCat("\"", absl::CEscape(a.host), "\" is not an IPv6 address"));
+      return Bad(flag, text, absl::StrCat("\"", absl::CEscape(a.host), "\" is not an IPv6 address"));
     }
     port = text.substr(close + 2);
   } else {
     const size_t colon = text.rfind(':');
-    if (colon == std::string::npos) return Bad(text, kForms);
+    if (colon == std::string::npos) return Bad(flag, text, kForms);
     a.host = text.substr(0, colon);
     port = text.substr(colon + 1);
-    if (a.host.empty()) return Bad(text, "no host (0.0.0.0 or [::] for every address)");
+    if (a.host.empty()) return Bad(flag, text, "no host (0.0.0.0 or [::] for every address)");
     if (a.host.find(':') != std::string::npos) {
-      return Bad(text, "an IPv6 address goes in brackets: [::1]:50051");
+      return Bad(flag, text, "an IPv6 address goes in brackets: [::1]:50051");
     }
     for (char c : a.host) {
       if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' &&
           c != '_') {
-        return Bad(text, absl::StrCat("\"", absl::CEscape(a.host), "\" is not a host name or address"));
+        return Bad(flag, text, absl::StrCat("\"", absl::CEscape(a.host), "\" is not a host name or address"));
       }
     }
   }
   if (port.empty() || !std::all_of(port.begin(), port.end(),
                                    [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); }) ||
       !absl::SimpleAtoi(port, &a.port) || a.port > 65535) {
-    return Bad(text, absl::StrCat("port \"", absl::CEscape(port),
+    return Bad(flag, text, absl::StrCat("port \"", absl::CEscape(port),
                                   "\" is not a number from 0 to 65535 (0: any free port)"));
   }
   a.loopback = IsLoopbackHost(a.host);
@@ -120,21 +143,26 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text) {
 
 absl::StatusOr<int> PrepareListener(const ListenAddress& a) {
   if (!a.unix_socket) return -1;
+  if (std::string why = SocketDirectoryProblem(a.path); !why.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(a.flag, ": cannot listen on ", a.text, ": ", why));
+  }
   const std::string lock_path = a.path + ".lock";
   const int lock = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lock < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot listen on ", a.text, ": ", lock_path, ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(absl::StrCat(a.flag, ": cannot listen on ", a.text, ": ",
+                                                      lock_path, ": ", std::strerror(errno)));
   }
   if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
     close(lock);
     return absl::FailedPreconditionError(absl::StrCat(
-        "refusing to listen on ", a.text, ": another server is listening there (it holds ",
-        lock_path, ")"));
+        a.flag, ": refusing to listen on ", a.text,
+        ": another server is listening there (it holds ", lock_path, ")"));
   }
   auto refuse = [&](const std::string& why) {
     close(lock);
-    return absl::FailedPreconditionError(absl::StrCat("refusing to listen on ", a.text, ": ", why));
+    return absl::FailedPreconditionError(
+        absl::StrCat(a.flag, ": refusing to listen on ", a.text, ": ", why));
   };
   struct stat st {};
   if (lstat(a.path.c_str(), &st) != 0) {
@@ -166,11 +194,8 @@ absl::StatusOr<int> PrepareListener(const ListenAddress& a) {
 
 std::string DiagnoseListenFailure(const ListenAddress& a) {
   if (a.unix_socket) {
-    const std::string dir = a.path.substr(0, a.path.rfind('/'));
-    if (!dir.empty() && access(dir.c_str(), W_OK | X_OK) != 0) {
-      return absl::StrCat("directory ", dir, ": ", std::strerror(errno));
-    }
-    return "gRPC could not bind it";
+    std::string why = SocketDirectoryProblem(a.path);
+    return why.empty() ? "gRPC could not bind it" : why;
   }
   sockaddr_storage addr{};
   socklen_t len = 0;
@@ -185,6 +210,35 @@ std::string DiagnoseListenFailure(const ListenAddress& a) {
             : (errno == EADDRINUSE ? "address in use" : std::strerror(errno));
   close(fd);
   return why;
+}
+
+absl::StatusOr<Listening> StartListening(const ListenAddress& address,
+                                         std::shared_ptr<grpc::ServerCredentials> credentials,
+                                         grpc::ServerBuilder* builder) {
+  absl::StatusOr<int> lock = PrepareListener(address);
+  if (!lock.ok()) return lock.status();
+  Listening listening;
+  listening.lock_fd = *lock;
+  builder->AddListeningPort(address.text, std::move(credentials), &listening.port);
+  // A port another process listens on is an error, not shared between the
+  // two (gRPC's default, SO_REUSEPORT, would split calls between them).
+  builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // A unix socket is created mode 0660 (owner and group may connect) from
+  // the start: the umask applies while gRPC binds it.
+  const mode_t umask_before = address.unix_socket ? umask(0117) : 0;
+  listening.server = builder->BuildAndStart();
+  if (address.unix_socket) umask(umask_before);
+  if (!listening.server || listening.port == 0) {
+    if (listening.server) listening.server->Shutdown();
+    if (listening.lock_fd >= 0) close(listening.lock_fd);
+    return absl::UnavailableError(absl::StrCat(address.flag, ": cannot listen on ", address.text,
+                                               ": ", DiagnoseListenFailure(address)));
+  }
+  listening.address =
+      address.unix_socket
+          ? address.text
+          : absl::StrCat(address.text.substr(0, address.text.rfind(':')), ":", listening.port);
+  return listening;
 }
 
 }  // namespace virtgate

@@ -9,6 +9,11 @@
 // answers on it.
 #pragma once
 
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -17,6 +22,9 @@
 namespace virtgate {
 
 struct ListenAddress {
+  // The flag that gave it ("--listen", "--health_listen"): every error
+  // about the address names it.
+  std::string flag = "--listen";
   // "HOST:PORT", "[IPV6]:PORT" or "unix:/ABSOLUTE/PATH", as given.
   std::string text;
   bool unix_socket = false;
@@ -27,8 +35,9 @@ struct ListenAddress {
   bool loopback = false;
 };
 
-// INVALID_ARGUMENT, naming what is wrong, for anything else.
-absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text);
+// INVALID_ARGUMENT, naming `flag` and what is wrong, for anything else.
+absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text,
+                                                 const std::string& flag = "--listen");
 
 // Before gRPC binds a unix socket. First an exclusive lock on
 // "<path>.lock", held as long as the returned descriptor is open (keep it
@@ -40,7 +49,25 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text);
 absl::StatusOr<int> PrepareListener(const ListenAddress& address);
 
 // After gRPC could not listen: why, from a bind of our own ("address in
-// use", "permission denied", "cannot resolve"...).
+// use", "permission denied", "cannot resolve", "directory ... does not
+// exist"...).
 std::string DiagnoseListenFailure(const ListenAddress& address);
+
+// A gRPC server listening on one address.
+struct Listening {
+  std::unique_ptr<grpc::Server> server;
+  std::string address;  // what clients dial: the port resolved, or "unix:/path"
+  int port = 0;
+  int lock_fd = -1;     // a unix socket's lock (PrepareListener); the caller closes it
+};
+
+// PrepareListener, then binds `address` through `builder` (everything else
+// already set on it) and starts the server: SO_REUSEPORT off, so a port
+// another process holds is an error rather than shared, and a unix socket
+// mode 0660 from the start. Errors name the flag and why
+// (DiagnoseListenFailure).
+absl::StatusOr<Listening> StartListening(const ListenAddress& address,
+                                         std::shared_ptr<grpc::ServerCredentials> credentials,
+                                         grpc::ServerBuilder* builder);
 
 }  // namespace virtgate

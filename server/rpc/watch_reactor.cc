@@ -145,8 +145,13 @@ void WatchReactor::OnCancel() {
 
 void WatchReactor::EndForShutdown() {
   absl::MutexLock lock(&mu_);
+  // Not "resume on the next instance": that instance has a new epoch, so a
+  // resume there can only end with OUT_OF_RANGE. The position stays in the
+  // message and trailers for clients that log it.
   FinishLocked({grpc::StatusCode::UNAVAILABLE,
-                "server shutting down; resume after the last sequence on the next instance",
+                "server shutting down: reconnect and start a new watch with "
+                "send_initial_state (the next instance has a new epoch, so resuming "
+                "this one's sequence ends with OUT_OF_RANGE)",
                 /*with_position=*/true});
 }
 

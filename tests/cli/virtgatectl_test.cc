@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -333,6 +334,50 @@ TEST_F(VirtgatectlTest, ReflectionListsServicesLikeGrpcurl) {
   EXPECT_THAT(services, Contains("grpc.health.v1.Health"));
 }
 
+// What `grpcurl describe` and a plain `grpcurl ... grpc.health.v1.Health/Check`
+// need: the file that defines a listed service, by symbol.
+google::protobuf::FileDescriptorProto FileContainingSymbol(const std::string& target,
+                                                            const std::string& symbol) {
+  namespace reflection = grpc::reflection::v1alpha;
+  auto stub = reflection::ServerReflection::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stream = stub->ServerReflectionInfo(&context);
+  reflection::ServerReflectionRequest request;
+  request.set_file_containing_symbol(symbol);
+  EXPECT_TRUE(stream->Write(request));
+  EXPECT_TRUE(stream->WritesDone());
+  reflection::ServerReflectionResponse response;
+  EXPECT_TRUE(stream->Read(&response));
+  EXPECT_TRUE(stream->Finish().ok());
+  google::protobuf::FileDescriptorProto file;
+  EXPECT_TRUE(response.has_file_descriptor_response())
+      << symbol << ": " << response.error_response().error_message();
+  if (response.file_descriptor_response().file_descriptor_proto_size() > 0) {
+    EXPECT_TRUE(file.ParseFromString(response.file_descriptor_response().file_descriptor_proto(0)));
+  }
+  return file;
+}
+
+TEST_F(VirtgatectlTest, ReflectionDescribesEveryListedService) {
+  const google::protobuf::FileDescriptorProto health =
+      FileContainingSymbol(server_->target(), "grpc.health.v1.Health");
+  EXPECT_EQ(health.name(), "grpc/health/v1/health.proto");
+  ASSERT_EQ(health.service_size(), 1) << health.DebugString();
+  EXPECT_EQ(health.service(0).name(), "Health");
+  std::vector<std::string> methods;
+  for (const auto& method : health.service(0).method()) {
+    methods.push_back(absl::StrCat(method.name(), "(", method.input_type(), ") ",
+                                   method.output_type()));
+  }
+  EXPECT_THAT(methods, Contains("Check(.grpc.health.v1.HealthCheckRequest) "
+                                ".grpc.health.v1.HealthCheckResponse"));
+  const google::protobuf::FileDescriptorProto api =
+      FileContainingSymbol(server_->target(), "virtgate.v1.Hypervisor");
+  EXPECT_EQ(api.package(), "virtgate.v1");
+}
+
 // --reflection=false leaves reflection out; the API is still served.
 TEST(VirtgatedReflectionTest, ReflectionCanBeTurnedOff) {
   ServerProcess::Config config;
@@ -378,6 +423,43 @@ TEST(VirtgatedEnvironmentTest, FlagsComeFromTheEnvironmentAndTheCommandLineWins)
   const CommandResult bad = testing::RunCommand({testing::VirtgatedPath()}, {"VIRTGATE_POOL_SIZE=many"});
   EXPECT_EQ(bad.exit_code, 2) << bad.Describe();
   EXPECT_THAT(bad.err, HasSubstr("VIRTGATE_POOL_SIZE: Illegal value 'many'"));
+}
+
+// A plaintext virtgatectl against a TLS server hears only "connection
+// closed" from gRPC: it says the server may require TLS and which options
+// give it. The server's health is checked on its plaintext --health_listen.
+TEST(VirtgatectlTlsHintTest, PlaintextAgainstATlsServerSuggestsTheTlsOptions) {
+  TempDir certs;
+  ASSERT_FALSE(certs.path().empty());
+  const CommandResult made = testing::RunCommand(
+      {std::string(VIRTGATE_SOURCE_DIR) + "/deploy/make-certs.sh", certs.path()});
+  ASSERT_EQ(made.exit_code, 0) << made.Describe();
+  ServerProcess::Config config;
+  config.health_port = true;
+  config.extra_flags = {absl::StrCat("--tls_cert=", certs.path(), "/server.crt"),
+                        absl::StrCat("--tls_key=", certs.path(), "/server.key")};
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = (*server)->target();
+
+  for (const char* command : {"list", "health"}) {
+    SCOPED_TRACE(command);
+    const CommandResult r = RunCtl({"--server", target, command});
+    EXPECT_EQ(r.exit_code, 1) << r.Describe();
+    EXPECT_THAT(r.out, IsEmpty());
+    EXPECT_EQ(r.err, absl::StrCat("virtgatectl: cannot reach ", target,
+                                  ": connection closed (the server may require TLS: give "
+                                  "--tls_ca FILE, and --tls_cert and --tls_key if it wants a "
+                                  "client certificate)\n"))
+        << r.Describe();
+  }
+  // As the hint says: with the CA, it works.
+  CommandResult r = RunCtl({"--server", target, "--tls_ca", certs.path() + "/ca.crt", "host"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  // The health port needs no TLS.
+  r = RunCtl({"--server", (*server)->health_target(), "health"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "SERVING\n");
 }
 
 // --- Without a server.

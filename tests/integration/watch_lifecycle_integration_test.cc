@@ -471,6 +471,9 @@ TEST_F(WatchLifecycleIntegrationTest, CancelFreesAndShutdownEndsWatchesPromptly)
   ASSERT_TRUE(end.has_value());
   EXPECT_EQ(end->error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(end->error_message(), ::testing::HasSubstr("shutting down"));
+  // It says what works: a new watch with the initial state, not a resume
+  // (the next instance has a new epoch).
+  EXPECT_THAT(end->error_message(), ::testing::HasSubstr("start a new watch with send_initial_state"));
   EXPECT_EQ(w.Trailer("virtgate-last-sequence"), absl::StrCat(w.Messages().back().sequence()));
 }
 

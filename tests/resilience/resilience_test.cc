@@ -34,6 +34,7 @@
 #include "tests/support/call_watchdog.h"
 #include "tests/support/child_process.h"
 #include "tests/support/client_view.h"
+#include "tests/support/files.h"
 #include "tests/support/percentile.h"
 #include "tests/support/private_libvirtd.h"
 #include "tests/support/server_process.h"
@@ -51,6 +52,7 @@ using testing::ClientView;
 using testing::Percentile;
 using testing::PrivateLibvirtd;
 using testing::ServerProcess;
+using testing::TempDir;
 using testing::WaitFor;
 using testing::WatchCollector;
 
@@ -797,8 +799,28 @@ TEST_F(ResilienceTest, SigtermWithLibvirtdStoppedExitsWithinGrace) {
 // why, and serves once libvirtd appears; a watch opened meanwhile is told.
 TEST_F(ResilienceTest, StartsWithoutLibvirtdAndServesWhenItAppears) {
   StartDaemon(/*running=*/false);
-  StartServer(kFastRecovery, /*wait_serving=*/false);
+  // Health alone on a port of its own too (--health_listen): it follows
+  // libvirtd like the API port's, up and down.
+  TempDir health_dir("virtgate-health");
+  ASSERT_FALSE(health_dir.path().empty());
+  const std::string health_target = absl::StrCat("unix:", health_dir.path(), "/health.sock");
+  std::vector<std::string> flags = kFastRecovery;
+  flags.push_back(absl::StrCat("--health_listen=", health_target));
+  StartServer(flags, /*wait_serving=*/false);
+  auto health_port = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(health_target, grpc::InsecureChannelCredentials()));
+  auto health_port_says = [&](const std::string& service) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    HealthCheckRequest request;
+    request.set_service(service);
+    HealthCheckResponse response;
+    const grpc::Status s = health_port->Check(&ctx, request, &response);
+    return s.ok() ? HealthCheckResponse::ServingStatus_Name(response.status()) : s.error_message();
+  };
   EXPECT_EQ(Serving(absl::Seconds(5)), false);
+  EXPECT_EQ(health_port_says(""), "NOT_SERVING");
+  EXPECT_EQ(health_port_says("virtgate.v1.Hypervisor/WatchLifecycle"), "NOT_SERVING");
   Timed t = List(absl::Seconds(5));
   EXPECT_EQ(t.code, grpc::StatusCode::UNAVAILABLE);
   EXPECT_TRUE(absl::StrContains(t.message, "hypervisor unavailable")) << t.message;
@@ -817,6 +839,8 @@ TEST_F(ResilienceTest, StartsWithoutLibvirtdAndServesWhenItAppears) {
 
   ASSERT_TRUE(daemon_->Restart().ok());
   ASSERT_TRUE(WaitServing(true));
+  EXPECT_TRUE(WaitFor([&] { return health_port_says("virtgate.v1.Hypervisor") == "SERVING"; },
+                      absl::Seconds(10)));
   ASSERT_TRUE(watch.WaitForMessage(
       [](const auto& m) { return IsEvent(m, "test", v1::LIFECYCLE_EVENT_TYPE_STARTED); },
       absl::Seconds(30)));
@@ -843,6 +867,12 @@ TEST_F(ResilienceTest, StartsWithoutLibvirtdAndServesWhenItAppears) {
                c.connections_up() == c.connections_total() && c.last_error().empty();
       },
       absl::Seconds(30)));
+  EXPECT_EQ(health_port_says("virtgate.v1.Hypervisor/WatchLifecycle"), "SERVING");
+
+  // And down again with libvirtd.
+  daemon_->Kill();
+  EXPECT_TRUE(WaitFor([&] { return health_port_says("") == "NOT_SERVING"; }, absl::Seconds(10)));
+  EXPECT_EQ(Serving(absl::Seconds(2)), false);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -135,6 +136,26 @@ TEST(ListenTest, LiveUnixSocketIsNeverTakenOver) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(Message(second.status()), HasSubstr("another server is listening there"));
   EXPECT_TRUE(Serving("unix:" + path)) << "the first server lost its socket";
+}
+
+// The README's first recipe listened in /run/virtgate, which only the
+// systemd unit (RuntimeDirectory=) makes: the error says so, not "address
+// in use" or "permission".
+TEST(ListenTest, UnixSocketInAMissingDirectorySaysTheDirectoryIsMissing) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string missing = dir.path() + "/virtgate";
+  absl::StatusOr<std::unique_ptr<Server>> server = Start("unix:" + missing + "/virtgate.sock");
+  ASSERT_FALSE(server.ok());
+  EXPECT_THAT(Message(server.status()),
+              HasSubstr(absl::StrCat("--listen: cannot listen on unix:", missing,
+                                     "/virtgate.sock: directory ", missing,
+                                     " does not exist; create it first (mkdir -p ", missing)));
+  // A file where the directory should be.
+  { std::FILE* f = std::fopen(missing.c_str(), "w"); ASSERT_NE(f, nullptr); std::fclose(f); }
+  server = Start("unix:" + missing + "/virtgate.sock");
+  ASSERT_FALSE(server.ok());
+  EXPECT_THAT(Message(server.status()), HasSubstr(missing + " is not a directory"));
 }
 
 TEST(ListenTest, ListenGroupOwnsTheUnixSocket) {

@@ -61,6 +61,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
   o.argv = {VIRTGATED_PATH, absl::StrCat("--libvirt_uri=", config.libvirt_uri),
             absl::StrCat("--listen=", v->target_),
             absl::StrCat("--shutdown_grace=", absl::FormatDuration(config.shutdown_grace))};
+  if (config.health_port) {
+    v->health_target_ = absl::StrCat("unix:", socket_path, ".health");
+    o.argv.push_back(absl::StrCat("--health_listen=", v->health_target_));
+  }
   o.argv.insert(o.argv.end(), config.extra_flags.begin(), config.extra_flags.end());
   // Never inherit the test's libvirt logging; trace the RPC client if asked.
   o.extra_env = {"LIBVIRT_DEBUG=", "LIBVIRT_LOG_FILTERS=", "LIBVIRT_LOG_OUTPUTS="};
@@ -116,7 +120,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
 void ServerProcess::Connect() {
   auto channel = grpc::CreateChannel(target_, grpc::InsecureChannelCredentials());
   stub_ = v1::Hypervisor::NewStub(channel);
-  health_ = grpc::health::v1::Health::NewStub(channel);
+  health_ = grpc::health::v1::Health::NewStub(
+      health_target_.empty()
+          ? channel
+          : grpc::CreateChannel(health_target_, grpc::InsecureChannelCredentials()));
 }
 
 ServerProcess::~ServerProcess() {

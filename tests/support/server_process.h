@@ -67,6 +67,10 @@ class ServerProcess {
     // stdin a pipe that the test holds open and never writes, instead of
     // /dev/null: anything that reads stdin (a password prompt) blocks.
     bool stdin_pipe = false;
+    // Also serve health alone in plaintext on a socket of its own
+    // (--health_listen=unix:<socket>.health), and check health there: for
+    // a server whose --listen wants TLS (give --tls_* in extra_flags).
+    bool health_port = false;
   };
 
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(Config config);
@@ -78,8 +82,11 @@ class ServerProcess {
   absl::StatusOr<int> Terminate(absl::Duration deadline = kProcessDeadline);
 
   v1::Hypervisor::Stub* stub() { return stub_.get(); }
+  // Health on target(), or on health_target() with Config::health_port.
   grpc::health::v1::Health::Stub* health() { return health_.get(); }
   const std::string& target() const { return target_; }
+  // With Config::health_port: where it serves health alone ("unix:...").
+  const std::string& health_target() const { return health_target_; }
   pid_t pid() const { return pid_; }
   std::string Log() const { return ReadFile(log_path_); }
 
@@ -102,6 +109,7 @@ class ServerProcess {
 
   std::unique_ptr<TempDir> dir_;  // only when the server chose its socket
   std::string target_;
+  std::string health_target_;
   std::string log_path_;
   std::string rpc_trace_path_;
   absl::Duration stop_grace_;

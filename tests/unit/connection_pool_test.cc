@@ -139,6 +139,11 @@ TEST(ConnectionPoolTest, UnreachableLibvirtFailsFastNamingTheUri) {
 TEST(ConnectionPoolTest, RejectsBadOptions) {
   EXPECT_EQ(Rig(TestOptions(0, 4)).pool.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Rig(TestOptions(2, 0)).pool.status().code(), absl::StatusCode::kInvalidArgument);
+  // Above libvirtd's max_client_requests (5), saying why.
+  EXPECT_TRUE(Rig(TestOptions(2, 5)).pool.ok());
+  const absl::Status six = Rig(TestOptions(2, 6)).pool.status();
+  EXPECT_EQ(six.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(six.message().find("max_client_requests"), absl::string_view::npos) << six;
 }
 
 TEST(ConnectionPoolTest, LeaseMayOutliveThePool) {
