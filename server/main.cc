@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/base/log.h"
+#include "server/base/service_manager.h"
 #include "server/server.h"
 #include "server/server_flags.h"
 
@@ -62,9 +63,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "virtgated: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
+  // Under systemd (Type=notify): started once the listener answers.
+  virtgate::ServiceManager::Ready(absl::StrCat("serving on ", (*server)->address()));
 
   int sig = 0;
   sigwait(&signals, &sig);
+  virtgate::ServiceManager::Stopping();
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   virtgate::LogInfo("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; shutting down (grace ",
                     absl::FormatDuration(grace), ")");

@@ -24,7 +24,10 @@ void HealthReporter::Stop() {
 
 void HealthReporter::Report(const Availability::State& state) {
   for (grpc::HealthCheckServiceInterface* health : health_) {
-    health->SetServingStatus(state.calls_up);
+    // "" is virtgated itself: SERVING until shutdown whatever libvirt does,
+    // so a liveness probe on it never restarts virtgated for an outage a
+    // restart cannot cure. What follows libvirt is the service's name.
+    health->SetServingStatus("", true);
     health->SetServingStatus(v1::Hypervisor::service_full_name(), state.calls_up);
     health->SetServingStatus(kEventsHealthService, state.events_up);
   }

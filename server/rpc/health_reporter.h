@@ -1,8 +1,10 @@
 // HealthReporter: tells the health services (grpc.health.v1, HealthService:
 // the API port's, and --health_listen's when set) what Availability says,
 // the same to each, on a thread of its own:
-//   ""  and "virtgate.v1.Hypervisor"      SERVING while a call connection is
-//                                          up (calls are served);
+//   ""                                     SERVING from start to shutdown
+//                                          (virtgated lives: liveness);
+//   "virtgate.v1.Hypervisor"               SERVING while a call connection is
+//                                          up (calls are served: readiness);
 //   "virtgate.v1.Hypervisor/WatchLifecycle" SERVING while events flow and
 //                                          the domain cache is in step.
 // The pool and the cache report changes the moment they see them, from any
