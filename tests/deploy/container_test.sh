@@ -61,9 +61,12 @@ size_mb=$(( $(inspect '{{.Size}}') / 1000000 ))
 echo "image size: $size_mb MB" | tee "$out/image-size.txt"
 [ "$(inspect '{{.Config.User}}')" = "10001:10001" ] || fail "image user is not 10001:10001"
 [ "$(inspect '{{json .Config.Entrypoint}}')" = '["virtgated"]' ] || fail "entrypoint"
-inspect '{{json .Config.Healthcheck}}' | grep -q 'virtgatectl' || fail "no HEALTHCHECK"
-inspect '{{index .Labels "org.opencontainers.image.version"}}' | grep -qE '^[0-9]+\.' \
-  || fail "no version label"
+# (Output captured before grep -q: with pipefail, a grep that stops reading
+# early fails the writer with SIGPIPE.)
+healthcheck=$(inspect '{{json .Config.Healthcheck}}')
+grep -q 'virtgatectl' <<<"$healthcheck" || fail "no HEALTHCHECK: $healthcheck"
+version=$(inspect '{{index .Labels "org.opencontainers.image.version"}}')
+grep -qE '^[0-9]+\.' <<<"$version" || fail "no version label: $version"
 
 echo "== a private libvirtd on a node that has user virtgate (10001)"
 mkdir -p "$work/sock" "$work/drivers" "$work/etc"
@@ -87,6 +90,7 @@ start_libvirtd() {
     sh -c 'mount --bind "$1/etc/passwd" /etc/passwd && mount --bind "$1/etc/group" /etc/group &&
            exec libvirtd -f "$1/libvirtd.conf" --pid-file "$1/libvirtd.pid"' sh "$work" \
     </dev/null >>"$work/libvirtd.log" 2>&1 &
+  disown  # killed on purpose later; no job notice
   wait_for virsh -q -c "$host_uri" version || fail "libvirtd did not start: $(tail -5 "$work/libvirtd.log")"
 }
 stop_libvirtd() {
@@ -97,9 +101,13 @@ start_libvirtd
 port=$(free_port) hport=$(free_port)
 run_container() {  # NAME USER PORT HEALTH_PORT
   containers+=("$1")
+  # --health-interval=disable: podman's own HEALTHCHECK timer needs a
+  # running systemd (the CI machine has none); the test runs the check
+  # itself with `podman healthcheck run`.
   pod run -d --name "$1" --runtime runc --network host \
     --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
     --read-only --tmpfs /tmp --cap-drop=all --security-opt no-new-privileges \
+    --health-interval=disable \
     --user "$2" --group-add 10002 -v "$work/sock:/run/libvirt:ro" \
     -e VIRTGATE_LIBVIRT_URI='test+unix:///default?socket=/run/libvirt/libvirt-sock' \
     -e VIRTGATE_LISTEN="127.0.0.1:$3" -e VIRTGATE_HEALTH_LISTEN="127.0.0.1:$4" \
@@ -130,7 +138,8 @@ wait_for health "127.0.0.1:$hport" virtgate.v1.Hypervisor NOT_SERVING \
 start_libvirtd
 timeout=90 wait_for health "127.0.0.1:$hport" virtgate.v1.Hypervisor SERVING \
   || fail "not SERVING again after libvirtd restarted; log: $(pod logs "$name" 2>&1 | tail -20)"
-"$virtgatectl" --server="127.0.0.1:$port" list | grep -qE '^test +' || fail "list after restart"
+"$virtgatectl" --server="127.0.0.1:$port" list >"$work/list.txt"
+grep -qE '^test +' "$work/list.txt" || fail "list after restart"
 [ "$(pod inspect --format '{{.State.StartedAt}} {{.State.Pid}}' "$name")" = "$started_at $pid" ] \
   || fail "the container was restarted"
 
@@ -148,5 +157,6 @@ echo "== podman stop: SIGTERM to virtgated (PID 1) ends it with exit 0"
 pod stop --time 30 "$name" >/dev/null
 code=$(pod inspect --format '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || fail "exit code $code after SIGTERM; log: $(pod logs "$name" 2>&1 | tail -5)"
-pod logs "$name" 2>&1 | grep -q 'received SIGTERM' || fail "virtgated did not log the SIGTERM"
+log=$(pod logs "$name" 2>&1)
+grep -q 'received SIGTERM' <<<"$log" || fail "virtgated did not log the SIGTERM: $log"
 echo "PASS"
