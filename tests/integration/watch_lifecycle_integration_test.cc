@@ -284,6 +284,14 @@ TEST_F(WatchLifecycleIntegrationTest, InitialStateShowsEveryDomainThenSynced) {
   DomainHandle b = Define("i-b");
   ASSERT_EQ(virDomainCreate(b.get()), 0);
   ASSERT_EQ(virDomainSuspend(b.get()), 0);
+  // The cache has the suspend (the events cross processes): otherwise the
+  // snapshot may be older and the events arrive as live ones after it.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::optional<DomainCache::Record> r = server_->cache()->FindByName("i-b");
+        return r.has_value() && *r != nullptr && (*r)->state() == v1::DOMAIN_STATE_PAUSED;
+      },
+      absl::Seconds(30)));
   v1::WatchLifecycleRequest req;
   req.set_send_initial_state(true);
   Watcher w(stub_.get(), req);
