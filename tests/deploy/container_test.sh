@@ -17,13 +17,16 @@
 #   - a container user unknown to the host: NOT_SERVING, and the reason
 #     (libvirtd's "Failed to find user record") reaches GetHostInfo;
 #   - podman stop (SIGTERM to virtgated, PID 1): exit code 0, not the
-#     SIGKILL after the timeout.
+#     SIGKILL after the timeout;
+#   - deploy/compose.yaml, as written, with podman-compose: virtgated
+#     serves the demo libvirtd's test domain on 127.0.0.1:50051 and sees a
+#     suspend made through `compose exec libvirtd virsh`.
 #   container_test.sh SOURCE_DIR VIRTGATECTL OUT_DIR
 set -euo pipefail
 src="$1" virtgatectl="$2" out="$3"
 skip() { echo "SKIP: $*"; exit 77; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (debootstrap, buildah's chroot isolation, mount namespaces)"
-for c in buildah podman runc debootstrap libvirtd virsh unshare; do
+for c in buildah podman runc debootstrap podman-compose libvirtd virsh unshare; do
   command -v "$c" >/dev/null || skip "$c is missing (deploy/install-deps.sh test installs it)"
 done
 
@@ -37,6 +40,11 @@ chmod 755 "$work"
 containers=()
 cleanup() {
   for c in "${containers[@]}"; do pod rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+  if [ -n "${compose_up:-}" ]; then
+    compose down -v -t 0 >/dev/null 2>&1 || true
+    # The network compose made (a CNI file in /etc/cni/net.d): down keeps it.
+    podman network rm -f "virtgate-test-$$_default" >/dev/null 2>&1 || true
+  fi
   stop_libvirtd
   rm -rf "$work"
 }
@@ -71,9 +79,16 @@ grep -qE '^[0-9]+\.' <<<"$version" || fail "no version label: $version"
 echo "== a private libvirtd on a node that has user virtgate (10001)"
 mkdir -p "$work/sock" "$work/drivers" "$work/etc"
 chmod 755 "$work/sock"
-cp /etc/passwd "$work/etc/passwd"; cp /etc/group "$work/etc/group"
-echo "virtgate:x:10001:10001::/nonexistent:/usr/sbin/nologin" >>"$work/etc/passwd"
-printf 'virtgate:x:10001:\nvgtest-sock:x:10002:\n' >>"$work/etc/group"
+# A copy of this machine's user database, changed by README's own commands
+# (--prefix: in the copy), which libvirtd will see as /etc.
+cp /etc/passwd /etc/group /etc/shadow /etc/gshadow "$work/etc/"
+groupadd --prefix "$work" --gid 10001 virtgate
+useradd --prefix "$work" --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+  --shell /usr/sbin/nologin virtgate
+groupadd --prefix "$work" --gid 10002 vgtest-sock
+for cmd in 'groupadd --gid 10001 virtgate' 'useradd --uid 10001 --gid 10001 --no-create-home'; do
+  grep -qF "$cmd" "$src/README.md" || fail "README no longer says '$cmd': keep this test in step"
+done
 cat >"$work/libvirtd.conf" <<CONF
 unix_sock_dir = "$work/sock"
 unix_sock_group = "vgtest-sock"
@@ -159,4 +174,32 @@ code=$(pod inspect --format '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || fail "exit code $code after SIGTERM; log: $(pod logs "$name" 2>&1 | tail -5)"
 log=$(pod logs "$name" 2>&1)
 grep -q 'received SIGTERM' <<<"$log" || fail "virtgated did not log the SIGTERM: $log"
+
+echo "== compose: deploy/compose.yaml as written"
+# podman-compose runs plain podman: point it at the test's storage (and at
+# runc, with the rlimits this sandbox allows) through podman's own config
+# variables. The image it names is the one just built; its libvirtd service
+# starts from debian:bookworm-slim, here the debootstrapped base.
+printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+  "$VIRTGATE_CONTAINER_ROOT/storage" "$VIRTGATE_CONTAINER_ROOT/run" >"$work/storage.conf"
+printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n' \
+  >"$work/containers.conf"
+export CONTAINERS_STORAGE_CONF="$work/storage.conf" CONTAINERS_CONF="$work/containers.conf"
+pod tag "$VIRTGATE_IMAGE" localhost/virtgate:latest
+pod tag localhost/virtgate-base:bookworm docker.io/library/debian:bookworm-slim
+for p in 50051 50052; do
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || fail "127.0.0.1:$p is taken; the compose demo publishes it"
+done
+compose() { podman-compose -p "virtgate-test-$$" -f "$src/deploy/compose.yaml" "$@"; }
+compose_up=1
+compose up -d >"$work/compose.log" 2>&1 || fail "compose up: $(tail -20 "$work/compose.log")"
+# Its libvirtd service installs Debian's libvirt-daemon first.
+timeout=300 wait_for health 127.0.0.1:50052 virtgate.v1.Hypervisor SERVING \
+  || fail "the compose demo never served; $(podman logs "virtgate-test-$$_virtgated_1" 2>&1 | tail)"
+"$virtgatectl" --server=127.0.0.1:50051 list >"$work/list.txt"
+grep -qE '^test +.* running ' "$work/list.txt" || fail "compose: $(cat "$work/list.txt")"
+compose exec libvirtd virsh -q -c 'test+unix:///default?socket=/run/libvirt/libvirt-sock' \
+  suspend test >/dev/null 2>&1 || fail "compose exec virsh suspend test"
+wait_for sh -c "'$virtgatectl' --server=127.0.0.1:50051 list | grep -qE '^test +.* paused '" \
+  || fail "compose: the suspend did not show"
 echo "PASS"
