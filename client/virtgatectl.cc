@@ -117,7 +117,8 @@ std::string Usage() {
       "connection breaks, watch reconnects by itself and resumes without losing or\n"
       "repeating an event; if it cannot resume (the server restarted), it says\n"
       "\"virtgatectl: resynced: WHY\" on stderr and prints the current states\n"
-      "again (INITIAL lines, synced), then events.\n"
+      "again (INITIAL lines, synced), then events. While it cannot reach the\n"
+      "server it says why on stderr, once per reason, and keeps trying.\n"
       "\n"
       "Output: text, or with -o json one JSON document with proto field names:\n"
       "list {\"domains\":[...]}, get a Domain, host a HostInfo, health\n"
@@ -305,8 +306,21 @@ int RunWatch(const Client& client, const Invocation& inv) {
   });
 
   std::string write_error;
+  // Why the watch is retrying, said once per new reason on stderr (stdout
+  // stays events only): a watch that cannot connect must not look like a
+  // quiet hypervisor. Forgotten once a message arrives.
+  std::string retrying;
   WatchCallbacks callbacks;
+  callbacks.on_retry = [&](const absl::Status& why, absl::Duration) {
+    std::string reason = OneLine(WithTlsHint(why, inv.client));
+    if (reason == retrying) return;
+    std::fprintf(stderr, "%s: %s; retrying until interrupted\n", std::string(kProgram).c_str(),
+                 reason.c_str());
+    std::fflush(stderr);
+    retrying = std::move(reason);
+  };
   callbacks.on_message = [&](const v1::WatchLifecycleResponse& message) {
+    retrying.clear();
     std::string line;
     if (inv.output == Output::kJson) {
       absl::StatusOr<std::string> json = FormatJsonLine(message);
