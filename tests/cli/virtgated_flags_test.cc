@@ -54,6 +54,10 @@ TEST(VirtgatedHelpTest, HelpExitsZeroWithTheFlagsByTopic) {
 
 // The binary names its flags' files relative to the source tree (absl keeps
 // each flag's __FILE__): no source path of the build machine in it.
+// Only in the plain build, the one shipped: AddressSanitizer's metadata for
+// globals names each source file as the compiler was given it, which gcc 12
+// does not remap with -ffile-prefix-map.
+#if !defined(__SANITIZE_ADDRESS__)
 TEST(VirtgatedHelpTest, BinaryHoldsNoSourcePath) {
   std::ifstream file(VirtgatedPath(), std::ios::binary);
   ASSERT_TRUE(file.good());
@@ -61,6 +65,7 @@ TEST(VirtgatedHelpTest, BinaryHoldsNoSourcePath) {
   EXPECT_FALSE(absl::StrContains(binary, absl::StrCat(VIRTGATE_SOURCE_DIR, "/server/")))
       << "virtgated contains " << VIRTGATE_SOURCE_DIR << "/server/...";
 }
+#endif
 
 TEST(VirtgatedFlagsTest, UnknownFlagFailsNamingIt) {
   const CommandResult r = RunCommand({VirtgatedPath(), "--no_such_flag=1"});
