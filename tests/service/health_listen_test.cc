@@ -7,7 +7,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "server/rpc/health_reporter.h"
 #include "server/server.h"
+#include "tests/support/files.h"
 #include "virtgate/v1/hypervisor.grpc.pb.h"
 
 namespace virtgate {
@@ -29,6 +29,7 @@ namespace {
 using ::grpc::health::v1::HealthCheckRequest;
 using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::HasSubstr;
+using testing::TempDir;
 
 absl::StatusOr<std::unique_ptr<Server>> Start(const std::string& health_listen,
                                               const std::string& listen = "127.0.0.1:0") {
@@ -80,22 +81,6 @@ grpc::StatusCode CallAnyway(const std::string& target, const std::string& method
   return status.error_code();
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char path[] = "/tmp/vghealth.XXXXXX";
-    if (mkdtemp(path) != nullptr) path_ = path;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 TEST(HealthListenTest, ServesTheSameHealthAndNothingElse) {
   absl::StatusOr<std::unique_ptr<Server>> server = Start("127.0.0.1:0");
   ASSERT_TRUE(server.ok()) << server.status();
@@ -125,7 +110,7 @@ TEST(HealthListenTest, ServesTheSameHealthAndNothingElse) {
 }
 
 TEST(HealthListenTest, UnixSocket) {
-  TempDir dir;
+  TempDir dir("vghealth");
   ASSERT_FALSE(dir.path().empty());
   const std::string health = absl::StrCat("unix:", dir.path(), "/health.sock");
   absl::StatusOr<std::unique_ptr<Server>> server = Start(health);
@@ -178,7 +163,7 @@ TEST(HealthListenTest, ErrorsNameTheFlag) {
   EXPECT_THAT(std::string(server.status().message()), HasSubstr("--health_listen must differ"));
 
   // A unix socket whose directory is missing.
-  TempDir dir;
+  TempDir dir("vghealth");
   ASSERT_FALSE(dir.path().empty());
   server = Start(absl::StrCat("unix:", dir.path(), "/none/health.sock"));
   ASSERT_FALSE(server.ok());

@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -20,11 +19,13 @@
 #include "gtest/gtest.h"
 #include "server/rpc/listen_address.h"
 #include "server/server.h"
+#include "tests/support/files.h"
 
 namespace virtgate {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::TempDir;
 
 absl::StatusOr<std::unique_ptr<Server>> Start(const std::string& listen) {
   Server::Options o;
@@ -45,22 +46,6 @@ bool Serving(const std::string& target) {
   return health->Check(&ctx, {}, &response).ok() &&
          response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char path[] = "/tmp/vglisten.XXXXXX";
-    if (mkdtemp(path) != nullptr) path_ = path;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 TEST(ListenAddressTest, ParsesWhatWeServeOnAndRefusesTheRest) {
   absl::StatusOr<ListenAddress> a = ParseListenAddress("127.0.0.1:50051");
@@ -122,7 +107,7 @@ TEST(ListenTest, TakenTcpPortIsRefusedNotShared) {
 }
 
 TEST(ListenTest, LiveUnixSocketIsNeverTakenOver) {
-  TempDir dir;
+  TempDir dir("vglisten");
   ASSERT_FALSE(dir.path().empty());
   const std::string path = dir.path() + "/virtgate.sock";
   absl::StatusOr<std::unique_ptr<Server>> first = Start("unix:" + path);
@@ -142,7 +127,7 @@ TEST(ListenTest, LiveUnixSocketIsNeverTakenOver) {
 // systemd unit (RuntimeDirectory=) makes: the error says so, not "address
 // in use" or "permission".
 TEST(ListenTest, UnixSocketInAMissingDirectorySaysTheDirectoryIsMissing) {
-  TempDir dir;
+  TempDir dir("vglisten");
   ASSERT_FALSE(dir.path().empty());
   const std::string missing = dir.path() + "/virtgate";
   absl::StatusOr<std::unique_ptr<Server>> server = Start("unix:" + missing + "/virtgate.sock");
@@ -159,7 +144,7 @@ TEST(ListenTest, UnixSocketInAMissingDirectorySaysTheDirectoryIsMissing) {
 }
 
 TEST(ListenTest, ListenGroupOwnsTheUnixSocket) {
-  TempDir dir;
+  TempDir dir("vglisten");
   ASSERT_FALSE(dir.path().empty());
   const std::string path = dir.path() + "/virtgate.sock";
   Server::Options o;
@@ -185,7 +170,7 @@ TEST(ListenTest, ListenGroupOwnsTheUnixSocket) {
 }
 
 TEST(ListenTest, StaleUnixSocketIsReplacedAndOtherFilesAreNot) {
-  TempDir dir;
+  TempDir dir("vglisten");
   ASSERT_FALSE(dir.path().empty());
   // A socket nobody listens on any more (its server died without removing it).
   const std::string stale = dir.path() + "/stale.sock";
