@@ -24,19 +24,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$dir/sock" "$dir/drivers" "$dir/xml" "$dir/tmp"
-cat >"$dir/libvirtd.conf" <<CONF
-unix_sock_dir = "$dir/sock"
-auth_unix_rw = "none"
-auth_unix_ro = "none"
-listen_tcp = 0
-listen_tls = 0
-CONF
-LIBVIRT_DRIVER_DIR="$dir/drivers" /usr/sbin/libvirtd -f "$dir/libvirtd.conf" \
-  --pid-file "$dir/libvirtd.pid" </dev/null >"$dir/libvirtd.log" 2>&1 &
-pids+=($!)
+mkdir -p "$dir/xml" "$dir/tmp"
+# The private libvirtd of deploy/dev-libvirtd.sh, in our temp dir.
+DIR="$dir" "$src/deploy/dev-libvirtd.sh" >/dev/null
+pids+=("$(cat "$dir/libvirtd.pid")")
 uri="test+unix:///default?socket=$dir/sock/libvirt-sock"
-for _ in $(seq 100); do virsh -q -c "$uri" version >/dev/null 2>&1 && break; sleep 0.1; done
 
 "$src/deploy/make-certs.sh" "$dir/certs" >/dev/null
 c="$dir/certs"
