@@ -12,7 +12,7 @@ set -euo pipefail
 what="${1:-build}"
 build_pkgs=(cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto
-  libabsl-dev libvirt-dev libssl-dev libsystemd-dev
+  libabsl-dev libvirt-dev libssl-dev libsystemd-dev libmicrohttpd-dev
   # test:///default needs only libvirt itself; libvirt-clients gives virsh.
   libvirt-clients)
 # deploy/image.sh: buildah builds without a Docker engine, on a base made by
@@ -38,6 +38,9 @@ test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # deploy checks of deploy/k8s and deploy/compose*.yaml: yamllint, and the
   # Kubernetes API's models (1.22) the validator checks manifests against
   yamllint python3-yaml python3-kubernetes
+  # the metrics test: a real Prometheus scrapes virtgated; promtool checks
+  # the exposition
+  prometheus
   # the container image (deploy/image.sh) and its run test
   "${image_pkgs[@]}")
 

@@ -41,6 +41,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   virtgate::SetMinLogLevel(level);
+  virtgate::LogFormat format;
+  if (!virtgate::ParseLogFormat(absl::GetFlag(FLAGS_log_format), &format)) {
+    std::fprintf(stderr, "virtgated: --log_format must be text or json\n");
+    return 2;
+  }
+  virtgate::SetLogFormat(format);
 
   // Block the shutdown signals in every thread (they inherit this mask), and
   // take them synchronously in main with sigwait.

@@ -19,6 +19,7 @@
 #include "server/libvirt/auth_file.h"
 #include "server/rpc/tls_credentials.h"
 #include "server/rpc/without_reflection.h"
+#include "server/server_metrics.h"
 
 namespace virtgate {
 namespace {
@@ -107,6 +108,11 @@ absl::Status ValidateOptions(const Server::Options& options) {
     return absl::InvalidArgumentError(
         "--health_listen must differ from --listen: it serves health alone, on a port of its own");
   }
+  if (!options.metrics_listen.empty() && options.metrics_listen == options.listen &&
+      !absl::EndsWith(options.listen, ":0")) {
+    return absl::InvalidArgumentError(
+        "--metrics_listen must differ from --listen: it serves HTTP, on a port of its own");
+  }
   if (options.max_call_time <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--max_call_time must be positive");
   }
@@ -157,6 +163,25 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
     if (!h.ok()) return h.status();
     health_listen = *std::move(h);
   }
+  std::optional<ListenAddress> metrics_listen;
+  if (!options.metrics_listen.empty()) {
+    absl::StatusOr<ListenAddress> m =
+        ParseListenAddress(options.metrics_listen, "--metrics_listen");
+    if (!m.ok()) return m.status();
+    if (m->unix_socket) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--metrics_listen=", options.metrics_listen, ": serves HTTP on TCP only (HOST:PORT); "
+          "Prometheus cannot scrape a unix socket"));
+    }
+    if (!m->loopback && !options.metrics_insecure) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "refusing to serve /metrics in plaintext on non-loopback address ",
+          options.metrics_listen, ": it names every domain and its state; give "
+          "--metrics_insecure to accept that (and limit who reaches the port), or serve it on "
+          "loopback"));
+    }
+    metrics_listen = *std::move(m);
+  }
   std::unique_ptr<StagedTlsFiles> tls_files;
   std::shared_ptr<Authorizer> authorizer;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
@@ -167,6 +192,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   server->authorizer_ = std::move(authorizer);
   server->listen_ = *std::move(listen);
   server->health_listen_ = std::move(health_listen);
+  server->metrics_listen_ = std::move(metrics_listen);
   const Options& o = server->options_;
 
   server->workers_ = std::make_unique<WorkerPool>(
@@ -204,7 +230,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
       server->lister_, server->cache_, server->hub_,
       server->timers_.get(), server->pool_, server->stats_, server->host_, server->feed_.get()});
 
-  if (absl::Status s = server->StartGrpc(*std::move(creds)); !s.ok()) {
+  // /metrics first: a port it cannot have fails the start before clients
+  // are served. (A later failure stops it with the Server.)
+  absl::Status started = server->StartMetrics();
+  if (started.ok()) started = server->StartGrpc(*std::move(creds));
+  if (absl::Status s = started; !s.ok()) {
     server->StopLibvirt(absl::Now() + absl::Seconds(1));
     return s;
   }
@@ -217,6 +247,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
           server->health_listener_
               ? absl::StrCat("; grpc.health.v1 alone, plaintext, on ",
                              server->health_listener_->address(), " (--health_listen)")
+              : "",
+          server->metrics_listener_
+              ? absl::StrCat("; Prometheus metrics on http://", server->metrics_listener_->address(),
+                             "/metrics")
               : "");
   return server;
 }
@@ -245,6 +279,9 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   // Request size, streams per connection, idle connections, HTTP/2 pings.
   ApplyConnectionLimits(options_.connection_limits, &builder);
   builder.RegisterService(service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(RpcMetrics::InterceptorFactory(rpc_metrics_));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(health_service_.get());
   if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   absl::StatusOr<Listening> listening = StartListening(listen_, std::move(credentials), &builder);
@@ -260,6 +297,24 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   }
   port_ = listening->port;
   address_ = std::move(listening->address);
+  return absl::OkStatus();
+}
+
+absl::Status Server::StartMetrics() {
+  if (!metrics_listen_.has_value()) return absl::OkStatus();
+  if (!metrics_listen_->loopback) {
+    LogWarning("serving /metrics in PLAINTEXT on non-loopback ", options_.metrics_listen,
+               " (--metrics_insecure): anyone who can reach it sees every domain's name and "
+               "state");
+  }
+  auto metrics = std::make_shared<ServerMetrics>(
+      ServerMetrics::Options{options_.metrics_domain_series, options_.libvirt_uri},
+      ServerMetrics::Deps{rpc_metrics_, calls_, pool_, feed_.get(), workers_.get(), stats_,
+                          cache_, hub_});
+  absl::StatusOr<std::unique_ptr<MetricsListener>> listener =
+      MetricsListener::Start(*metrics_listen_, std::move(metrics));
+  if (!listener.ok()) return listener.status();
+  metrics_listener_ = *std::move(listener);
   return absl::OkStatus();
 }
 
@@ -294,6 +349,7 @@ void Server::Shutdown(absl::Duration grace) {
   // Probes of the health port hear NOT_SERVING until the API server is down.
   if (health_listener_) health_listener_->Shutdown(deadline);
   StopLibvirt(deadline);
+  if (metrics_listener_) metrics_listener_->Shutdown();
   LogInfo("shut down");
 }
 

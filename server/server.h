@@ -2,7 +2,7 @@
 // path of a call (README "Architecture"):
 //   workers -> call pool -> hub + domain cache -> lifecycle feed ->
 //   readers and lister -> gRPC service (+ health, reflection; health alone
-//   on a second server with --health_listen)
+//   on a second server with --health_listen) -> /metrics (--metrics_listen)
 // and tears it down in the reverse order.
 //
 // main.cc only turns flags into Options; tests build the same Server
@@ -25,6 +25,7 @@
 #include "server/libvirt/host_info_reader.h"
 #include "server/libvirt/lifecycle_feed.h"
 #include "server/libvirt/worker_pool.h"
+#include "server/metrics/metrics_listener.h"
 #include "server/reads/domain_lister.h"
 #include "server/reads/facts_reader.h"
 #include "server/reads/libvirt_lister.h"
@@ -35,6 +36,7 @@
 #include "server/rpc/health_service.h"
 #include "server/rpc/hypervisor_service.h"
 #include "server/rpc/listen_address.h"
+#include "server/rpc/rpc_metrics.h"
 #include "server/rpc/tls_credentials.h"
 #include "server/rpc/watch_registry.h"
 #include "server/state/availability.h"
@@ -98,6 +100,14 @@ class Server {
     // Also serve grpc.health.v1 alone, in plaintext, here (HealthListener);
     // empty: not at all.
     std::string health_listen;
+    // Serve Prometheus metrics over HTTP here (MetricsListener); empty: not
+    // at all (the default here, so in-process servers never share a port;
+    // virtgated's flag defaults to 127.0.0.1:50053). A non-loopback address
+    // needs metrics_insecure: /metrics is plaintext only.
+    std::string metrics_listen;
+    bool metrics_insecure = false;
+    // One virtgate_domain_info series per domain.
+    bool metrics_domain_series = true;
   };
 
   static absl::StatusOr<std::unique_ptr<Server>> BuildAndStart(Options options);
@@ -110,6 +120,10 @@ class Server {
   // Where --health_listen serves health alone (port resolved), or "".
   std::string health_address() const {
     return health_listener_ ? health_listener_->address() : "";
+  }
+  // Where --metrics_listen serves /metrics (port resolved), or "".
+  std::string metrics_address() const {
+    return metrics_listener_ ? metrics_listener_->address() : "";
   }
 
   // Stops accepting calls, reports NOT_SERVING, lets in-flight calls finish
@@ -126,6 +140,7 @@ class Server {
   DomainCache* cache() { return cache_.get(); }
   const CallCounts& libvirt_calls() const { return *calls_; }
   HypervisorService* service() { return service_.get(); }
+  const RpcMetrics& rpc_metrics() const { return *rpc_metrics_; }
 
  private:
   explicit Server(Options options) : options_(std::move(options)) {}
@@ -133,6 +148,8 @@ class Server {
   // Starts the health-only server (--health_listen), if asked, then the
   // gRPC server; sets address_ and port_.
   absl::Status StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials);
+  // Starts /metrics (--metrics_listen), if asked.
+  absl::Status StartMetrics();
   // Waits (5 s at most) for the first attempts to reach libvirt, so a
   // reachable one is serving when BuildAndStart returns.
   void WaitForLibvirt();
@@ -141,6 +158,7 @@ class Server {
   const Options options_;
   ListenAddress listen_;
   std::optional<ListenAddress> health_listen_;
+  std::optional<ListenAddress> metrics_listen_;
   int listen_lock_fd_ = -1;  // a unix socket's lock, held while we live
   std::string address_;
   int port_ = 0;
@@ -170,6 +188,10 @@ class Server {
   std::unique_ptr<HealthListener> health_listener_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HealthReporter> health_;
+  // Every call's interceptor reports here; /metrics reads it.
+  std::shared_ptr<RpcMetrics> rpc_metrics_ = std::make_shared<RpcMetrics>();
+  // Last: stopped (in Shutdown, or destroyed) before the components it reads.
+  std::unique_ptr<MetricsListener> metrics_listener_;
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };

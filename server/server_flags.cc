@@ -88,6 +88,18 @@ ABSL_FLAG(bool, reflection, true,
 ABSL_FLAG(bool, insecure, false,
           "allow plaintext gRPC on a non-loopback --listen address");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, log_format, "text",
+          "text: one line per message (TIME LEVEL virtgated: MESSAGE); json: one JSON object "
+          "per line ({\"time\",\"level\",\"logger\",\"message\"}), for log collectors");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:50053",
+          "serve Prometheus metrics over HTTP at http://ADDRESS/metrics (host:port; port 0 "
+          "picks a free one). A non-loopback address needs --metrics_insecure. Empty: off");
+ABSL_FLAG(bool, metrics_insecure, false,
+          "allow /metrics (plaintext HTTP; it names every domain and its state) on a "
+          "non-loopback --metrics_listen address");
+ABSL_FLAG(bool, metrics_domain_series, true,
+          "export one virtgate_domain_info series per domain; false leaves only the counts "
+          "by state (hosts with very many domains)");
 ABSL_FLAG(absl::Duration, bulk_stats_budget, absl::Milliseconds(500),
           "how long a bulk-stats call may take (or 10ms per domain, if more) before "
           "virtgated looks for a guest whose QEMU does not answer and reads the others "
@@ -146,7 +158,8 @@ const std::vector<Topic>& Topics() {
                              "max_streams_per_connection", "max_connection_idle"}},
       {"events and watches", {"event_history", "watch_queue_depth"}},
       {"shutdown", {"shutdown_grace"}},
-      {"logging", {"log_level"}},
+      {"metrics", {"metrics_listen", "metrics_insecure", "metrics_domain_series"}},
+      {"logging", {"log_level", "log_format"}},
   };
   return *topics;
 }
@@ -259,6 +272,9 @@ absl::StatusOr<Server::Options> OptionsFromFlags() {
   options.listen = absl::GetFlag(FLAGS_listen);
   options.listen_group = absl::GetFlag(FLAGS_listen_group);
   options.health_listen = absl::GetFlag(FLAGS_health_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.metrics_insecure = absl::GetFlag(FLAGS_metrics_insecure);
+  options.metrics_domain_series = absl::GetFlag(FLAGS_metrics_domain_series);
   options.pool_size = absl::GetFlag(FLAGS_pool_size);
   options.max_calls_per_connection = absl::GetFlag(FLAGS_max_calls_per_connection);
   if (absl::Status s = CheckMaxCallsPerConnection(options.max_calls_per_connection); !s.ok()) {

@@ -11,6 +11,7 @@
 
 // Read by main itself, not part of Options.
 ABSL_DECLARE_FLAG(std::string, log_level);
+ABSL_DECLARE_FLAG(std::string, log_format);
 ABSL_DECLARE_FLAG(absl::Duration, shutdown_grace);
 
 namespace virtgate {

@@ -12,6 +12,7 @@ namespace virtgate {
 namespace {
 
 std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<int> log_format{static_cast<int>(LogFormat::kText)};
 
 const char* LevelName(LogLevel level) {
   switch (level) {
@@ -23,7 +24,53 @@ const char* LevelName(LogLevel level) {
   return "?";
 }
 
+// `text` as the inside of a JSON string: quotes, backslashes and control
+// characters escaped; other bytes as they are (messages are UTF-8).
+void AppendJsonString(absl::string_view text, std::string* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      case '\t': out->append("\\t"); break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out->append("\\u00");
+          out->push_back(kHex[c >> 4]);
+          out->push_back(kHex[c & 0xf]);
+        } else {
+          out->push_back(static_cast<char>(c));
+        }
+    }
+  }
+}
+
 }  // namespace
+
+void SetLogFormat(LogFormat format) { log_format.store(static_cast<int>(format)); }
+
+bool ParseLogFormat(absl::string_view text, LogFormat* format) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "text") *format = LogFormat::kText;
+  else if (lower == "json") *format = LogFormat::kJson;
+  else return false;
+  return true;
+}
+
+std::string FormatLogLine(LogFormat format, LogLevel level, absl::Time time,
+                          absl::string_view message) {
+  const std::string when = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", time, absl::UTCTimeZone());
+  if (format == LogFormat::kText) {
+    return absl::StrCat(when, " ", LevelName(level), " virtgated: ", message, "\n");
+  }
+  std::string line = absl::StrCat("{\"time\":\"", when, "\",\"level\":\"", LevelName(level),
+                                  "\",\"logger\":\"virtgated\",\"message\":\"");
+  AppendJsonString(message, &line);
+  line.append("\"}\n");
+  return line;
+}
 
 void SetMinLogLevel(LogLevel level) { min_level.store(static_cast<int>(level)); }
 
@@ -39,9 +86,8 @@ bool ParseLogLevel(absl::string_view text, LogLevel* level) {
 
 void LogLine(LogLevel level, absl::string_view message) {
   if (static_cast<int>(level) < min_level.load(std::memory_order_relaxed)) return;
-  const std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
-      LevelName(level), " virtgated: ", message, "\n");
+  const std::string line = FormatLogLine(static_cast<LogFormat>(log_format.load()), level,
+                                        absl::Now(), message);
   // One fwrite per line: stdio locks the stream, so lines never interleave.
   std::fwrite(line.data(), 1, line.size(), stderr);
 }

@@ -40,6 +40,7 @@ class ConnectionPool::Core final : public CloseListener,
     bool retired = false;  // broken by Retire(): a call on it is stuck
     bool replacing = false;  // a retired connection dropped, its replacement not yet tried
     absl::Time opened_at;
+    bool ever_opened = false;  // a later open is a reconnect
     absl::Time next_attempt = absl::InfinitePast();
     Backoff backoff;
     // Bumps whenever the slot's connection is dropped or opened, so releases
@@ -169,6 +170,7 @@ class ConnectionPool::Core final : public CloseListener,
     snap.connections_total = static_cast<int>(slots_.size());
     for (const Slot& s : slots_) snap.in_flight += s.in_flight;
     snap.last_error = last_error_;
+    snap.reconnects = reconnects_;
     return snap;
   }
 
@@ -327,6 +329,8 @@ class ConnectionPool::Core final : public CloseListener,
           s.conn = *std::move(opened);
           s.handles = std::make_shared<DomainHandles>();
           s.opened_at = absl::Now();
+          if (s.ever_opened) ++reconnects_;
+          s.ever_opened = true;
           UpdateAvailabilityLocked();
         } else if (opened.ok()) {
           discard = *std::move(opened);  // stopped meanwhile: close it below
@@ -381,6 +385,7 @@ class ConnectionPool::Core final : public CloseListener,
   mutable absl::Mutex mu_;
   std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t reconnects_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   bool first_pass_done_ ABSL_GUARDED_BY(mu_) = false;

@@ -74,6 +74,7 @@ class ConnectionPool {
     int connections_total = 0;
     int in_flight = 0;
     std::string last_error;  // empty once every connection is up
+    uint64_t reconnects = 0;  // connections opened again after one was lost or retired
     bool up() const { return connections_up > 0; }
   };
 

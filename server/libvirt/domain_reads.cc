@@ -124,16 +124,31 @@ void DedupeByUuid(std::vector<DomainStats>* stats) {
   stats->swap(out);
 }
 
+// Ends `call` with `result`'s status, and returns it.
+template <typename T>
+absl::StatusOr<T> Counted(CallCounts::Call* call, absl::StatusOr<T> result) {
+  call->End(result.status());
+  return result;
+}
+absl::Status Counted(CallCounts::Call* call, absl::Status status) {
+  call->End(status);
+  return status;
+}
+
 }  // namespace
 
 template <typename Call>
 int DomainReads::WithNowait(const char* procedure, Call call, virDomainStatsRecordPtr** records,
                             absl::Status* error) {
   if (nowait_.load(std::memory_order_relaxed)) {
-    counts_->Add(procedure);
+    CallCounts::Call counted(counts_.get(), procedure);
     const int n = call(VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT, records);
-    if (n >= 0) return n;
+    if (n >= 0) {
+      counted.End(absl::StatusCode::kOk);
+      return n;
+    }
     absl::Status s = LastLibvirtError(procedure);
+    counted.End(s);
     // Only an "unsupported flags" refusal means the driver lacks NOWAIT.
     if (s.code() != absl::StatusCode::kInvalidArgument ||
         !absl::StrContains(absl::AsciiStrToLower(s.message()), "flag")) {
@@ -143,18 +158,20 @@ int DomainReads::WithNowait(const char* procedure, Call call, virDomainStatsReco
     LogInfo("driver rejects NOWAIT bulk stats; reading without it (", s.message(), ")");
     nowait_.store(false);
   }
-  counts_->Add(procedure);
+  CallCounts::Call counted(counts_.get(), procedure);
   const int n = call(0, records);
   if (n < 0) *error = LastLibvirtError(procedure);
+  counted.End(n < 0 ? *error : absl::OkStatus());
   return n;
 }
 
 absl::Status DomainReads::ListInto(virConnectPtr conn, unsigned int flags,
                                    std::vector<std::pair<std::string, DomainHandle>>* out) {
   virDomainPtr* doms = nullptr;
-  counts_->Add("virConnectListAllDomains");
+  CallCounts::Call counted(counts_.get(), "virConnectListAllDomains");
   const int n = virConnectListAllDomains(conn, &doms, flags);
   if (n >= 0) {
+    counted.End(absl::StatusCode::kOk);
     for (DomainHandle& d : AdoptDomainArray(doms, n)) {
       std::string uuid = DomainUuid(d.get());
       out->emplace_back(std::move(uuid), std::move(d));
@@ -162,6 +179,7 @@ absl::Status DomainReads::ListInto(virConnectPtr conn, unsigned int flags,
     return absl::OkStatus();
   }
   absl::Status status = LastLibvirtError("virConnectListAllDomains");
+  counted.End(status);
   if (!IsTooMany(status, conn)) return status;
   for (const auto& [a, b] : kListSplits) {
     if (flags & (a | b)) continue;
@@ -269,53 +287,60 @@ absl::StatusOr<std::vector<DomainStats>> DomainReads::AllStats(virConnectPtr con
 
 absl::StatusOr<DomainHandle> DomainReads::LookupByUuid(virConnectPtr conn,
                                                       const std::string& uuid) {
-  counts_->Add("virDomainLookupByUUIDString");
+  CallCounts::Call counted(counts_.get(), "virDomainLookupByUUIDString");
   DomainHandle dom(virDomainLookupByUUIDString(conn, uuid.c_str()));
-  if (!dom) return LastLibvirtError(absl::StrCat("domain uuid ", uuid));
-  return dom;
+  return Counted(&counted, dom ? absl::StatusOr<DomainHandle>(std::move(dom))
+                               : LastLibvirtError(absl::StrCat("domain uuid ", uuid)));
 }
 
 absl::StatusOr<DomainHandle> DomainReads::LookupByName(virConnectPtr conn,
                                                       const std::string& name) {
-  counts_->Add("virDomainLookupByName");
+  CallCounts::Call counted(counts_.get(), "virDomainLookupByName");
   DomainHandle dom(virDomainLookupByName(conn, name.c_str()));
-  if (!dom) return LastLibvirtError(absl::StrCat("domain \"", name, "\""));
-  return dom;
+  return Counted(&counted, dom ? absl::StatusOr<DomainHandle>(std::move(dom))
+                               : LastLibvirtError(absl::StrCat("domain \"", name, "\"")));
 }
 
 absl::StatusOr<DomainInfo> DomainReads::Info(virDomainPtr dom) {
-  counts_->Add("virDomainGetInfo");
+  CallCounts::Call counted(counts_.get(), "virDomainGetInfo");
   virDomainInfo info;
   if (virDomainGetInfo(dom, &info) < 0) {
-    return LastLibvirtError(absl::StrCat("virDomainGetInfo ", DomainName(dom)));
+    return Counted(&counted, LastLibvirtError(absl::StrCat("virDomainGetInfo ", DomainName(dom))));
   }
+  counted.End(absl::StatusCode::kOk);
   return DomainInfo{info.state, info.nrVirtCpu, info.memory, info.maxMem};
 }
 
 absl::StatusOr<bool> DomainReads::IsPersistent(virDomainPtr dom) {
-  counts_->Add("virDomainIsPersistent");
+  CallCounts::Call counted(counts_.get(), "virDomainIsPersistent");
   const int persistent = virDomainIsPersistent(dom);
   if (persistent < 0) {
-    return LastLibvirtError(absl::StrCat("virDomainIsPersistent ", DomainName(dom)));
+    return Counted(&counted,
+                   LastLibvirtError(absl::StrCat("virDomainIsPersistent ", DomainName(dom))));
   }
+  counted.End(absl::StatusCode::kOk);
   return persistent == 1;
 }
 
 absl::StatusOr<bool> DomainReads::Autostart(virDomainPtr dom) {
-  counts_->Add("virDomainGetAutostart");
+  CallCounts::Call counted(counts_.get(), "virDomainGetAutostart");
   int autostart = 0;
   if (virDomainGetAutostart(dom, &autostart) < 0) {
-    return LastLibvirtError(absl::StrCat("virDomainGetAutostart ", DomainName(dom)));
+    return Counted(&counted,
+                   LastLibvirtError(absl::StrCat("virDomainGetAutostart ", DomainName(dom))));
   }
+  counted.End(absl::StatusCode::kOk);
   return autostart != 0;
 }
 
 absl::StatusOr<absl::Duration> DomainReads::MonitorOccupiedFor(virDomainPtr dom) {
-  counts_->Add("virDomainGetControlInfo");
+  CallCounts::Call counted(counts_.get(), "virDomainGetControlInfo");
   virDomainControlInfo info;
   if (virDomainGetControlInfo(dom, &info, 0) < 0) {
-    return LastLibvirtError(absl::StrCat("virDomainGetControlInfo ", DomainName(dom)));
+    return Counted(&counted,
+                   LastLibvirtError(absl::StrCat("virDomainGetControlInfo ", DomainName(dom))));
   }
+  counted.End(absl::StatusCode::kOk);
   if (info.state != VIR_DOMAIN_CONTROL_OCCUPIED) return absl::ZeroDuration();
   return absl::Milliseconds(info.stateTime);
 }

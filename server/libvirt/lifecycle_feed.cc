@@ -81,6 +81,10 @@ class LifecycleFeed::Core final : public CloseListener,
     return mu_.AwaitWithDeadline(absl::Condition(&first_attempt_done_), deadline);
   }
 
+  uint64_t reconnects() const {
+    absl::MutexLock lock(&mu_);
+    return connects_ > 0 ? connects_ - 1 : 0;
+  }
   std::string last_error() const {
     absl::MutexLock lock(&mu_);
     return last_error_;
@@ -159,6 +163,7 @@ class LifecycleFeed::Core final : public CloseListener,
       absl::MutexLock lock(&mu_);
       last_error_ = events ? "" : "this libvirt driver has no lifecycle events";
       first_attempt_done_ = true;
+      ++connects_;
     }
     LogInfo("lifecycle events connected to ", options_.connect.uri);
     reconnect_->Reached(this);  // the pool need not wait out its backoff
@@ -243,6 +248,7 @@ class LifecycleFeed::Core final : public CloseListener,
   bool wake_ ABSL_GUARDED_BY(mu_) = true;  // connect at once
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool first_attempt_done_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t connects_ ABSL_GUARDED_BY(mu_) = 0;  // event connections installed
   bool exited_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -266,6 +272,8 @@ bool LifecycleFeed::WaitForFirstAttempt(absl::Time deadline) {
 }
 
 std::string LifecycleFeed::last_error() const { return core_->last_error(); }
+
+uint64_t LifecycleFeed::reconnects() const { return core_->reconnects(); }
 
 void LifecycleFeed::Shutdown(absl::Time deadline) {
   if (!core_->thread.joinable()) return;

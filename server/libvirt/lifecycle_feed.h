@@ -17,6 +17,8 @@
 // Thread-safe.
 #pragma once
 
+#include <cstdint>
+
 #include <memory>
 #include <string>
 
@@ -52,6 +54,8 @@ class LifecycleFeed {
 
   // Why the event connection is down; empty while it is up.
   std::string last_error() const;
+  // Event connections set up again after the first.
+  uint64_t reconnects() const;
 
   // Stops the thread and closes the connection, waiting until `deadline`
   // (at least 200ms): a thread or a close stuck in a stalled libvirtd is

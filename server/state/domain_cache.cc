@@ -64,6 +64,7 @@ void DomainCache::CopyFacts(const v1::Domain& from, v1::Domain* to) {
 
 void DomainCache::OnEvent(v1::LifecycleEvent event) {
   absl::MutexLock lock(&mu_);
+  if (v1::LifecycleEventType_IsValid(event.type())) ++stats_.received[event.type()];
   if (resyncing_) {
     if (held_.size() < kMaxHeld) {
       held_.push_back(std::move(event));

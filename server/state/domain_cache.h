@@ -27,6 +27,7 @@
 // libvirt.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -72,6 +73,9 @@ class DomainCache {
     uint64_t synthetic = 0;  // synthetic events published
     uint64_t duplicates = 0;  // live events dropped as already reflected
     uint64_t drift_resyncs = 0;
+    // Live events libvirt delivered, by LifecycleEventType (held, duplicate
+    // and ignored ones included).
+    std::array<uint64_t, v1::LifecycleEventType_ARRAYSIZE> received{};
   };
 
   // What a read sees: records as of `sequence`.

@@ -55,13 +55,14 @@ uint64_t EventHub::Subscriber::last_taken() const {
 }
 
 // Returns whether the subscriber needs a wake queued (none pending yet).
-bool EventHub::Subscriber::Offer(const Message& message) {
+bool EventHub::Subscriber::Offer(const Message& message, bool* overflowed_now) {
   if (!filter_.Matches(*message)) return false;
   absl::MutexLock lock(&mu_);
   if (overflowed_) return false;
   if (queue_.size() >= capacity_) {
     // Never wait for a slow watcher: drop it (it resumes from last_taken).
     overflowed_ = true;
+    *overflowed_now = true;
   } else {
     queue_.push_back(message);
   }
@@ -138,7 +139,9 @@ uint64_t EventHub::Publish(v1::WatchLifecycleResponse message) {
           shared->connection().state() == v1::ConnectionChange::STATE_LOST ? shared : nullptr;
     }
     for (const std::shared_ptr<Subscriber>& s : subscribers_) {
-      if (s->Offer(shared)) to_wake.push_back(s);
+      bool overflowed = false;
+      if (s->Offer(shared, &overflowed)) to_wake.push_back(s);
+      if (overflowed) ++overflows_;
     }
     history_.push_back(std::move(shared));
     while (history_.size() > options_.history) history_.pop_front();
@@ -207,6 +210,18 @@ void EventHub::Unsubscribe(const std::shared_ptr<Subscriber>& subscriber) {
 size_t EventHub::subscriber_count() const {
   absl::MutexLock lock(&mu_);
   return subscribers_.size();
+}
+
+EventHub::WatchStats EventHub::GetWatchStats() const {
+  absl::MutexLock lock(&mu_);
+  WatchStats stats;
+  stats.subscribers = subscribers_.size();
+  stats.overflows = overflows_;
+  for (const std::shared_ptr<Subscriber>& s : subscribers_) {
+    absl::MutexLock queue_lock(&s->mu_);
+    stats.max_queued = std::max(stats.max_queued, s->queue_.size());
+  }
+  return stats;
 }
 
 uint64_t EventHub::last_sequence() const {

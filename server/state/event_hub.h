@@ -76,8 +76,9 @@ class EventHub {
     friend class EventHub;
     Subscriber(WatchFilter filter, size_t depth, std::function<void()> wake, uint64_t start)
         : filter_(std::move(filter)), capacity_(depth), last_taken_(start), wake_(std::move(wake)) {}
-    // Returns true if the subscriber should be woken.
-    bool Offer(const Message& message);
+    // Returns true if the subscriber should be woken; sets *overflowed_now
+    // when this message overflowed its queue.
+    bool Offer(const Message& message, bool* overflowed_now);
     void Wake();
 
     const WatchFilter filter_;
@@ -128,6 +129,13 @@ class EventHub {
   size_t subscriber_count() const;
   uint64_t last_sequence() const;
 
+  struct WatchStats {
+    size_t subscribers = 0;
+    size_t max_queued = 0;   // the longest subscriber queue now
+    uint64_t overflows = 0;  // subscribers dropped because their queue was full, ever
+  };
+  WatchStats GetWatchStats() const;
+
  private:
   void NotifierLoop();
 
@@ -139,6 +147,7 @@ class EventHub {
   // The last connection change if it was LOST (no RESTORED since).
   Message outstanding_lost_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Subscriber>> subscribers_ ABSL_GUARDED_BY(mu_);
+  uint64_t overflows_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Subscribers to wake, for the notifier thread. Bounded by the number of
   // subscribers (each is queued at most once at a time).

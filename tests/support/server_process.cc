@@ -60,7 +60,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
   ChildOptions o;
   o.argv = {VIRTGATED_PATH, absl::StrCat("--libvirt_uri=", config.libvirt_uri),
             absl::StrCat("--listen=", v->target_),
-            absl::StrCat("--shutdown_grace=", absl::FormatDuration(config.shutdown_grace))};
+            absl::StrCat("--shutdown_grace=", absl::FormatDuration(config.shutdown_grace)),
+            // Tests run servers side by side: never the fixed default port.
+            "--metrics_listen=127.0.0.1:0"};
   if (config.health_port) {
     v->health_target_ = absl::StrCat("unix:", socket_path, ".health");
     o.argv.push_back(absl::StrCat("--health_listen=", v->health_target_));
@@ -115,6 +117,18 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
         absl::FormatDuration(kStartDeadline), " (last: ", last, "); log:\n", v->Log()));
   }
   return v;
+}
+
+std::string ServerProcess::MetricsAddress() const {
+  // "...; Prometheus metrics on http://127.0.0.1:41234/metrics" (the last
+  // start's, if the log has several).
+  static const std::string kMarker = "Prometheus metrics on http://";
+  const std::string log = Log();
+  const size_t at = log.rfind(kMarker);
+  if (at == std::string::npos) return "";
+  const size_t start = at + kMarker.size();
+  const size_t end = log.find("/metrics", start);
+  return end == std::string::npos ? "" : log.substr(start, end - start);
 }
 
 void ServerProcess::Connect() {

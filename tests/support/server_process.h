@@ -89,6 +89,10 @@ class ServerProcess {
   const std::string& health_target() const { return health_target_; }
   pid_t pid() const { return pid_; }
   std::string Log() const { return ReadFile(log_path_); }
+  // Where it serves /metrics ("127.0.0.1:41234"; a free port unless
+  // extra_flags give another --metrics_listen), from its log; "" if it does
+  // not.
+  std::string MetricsAddress() const;
 
   // "SERVING", "NOT_SERVING", ... or the call's error, for `service`:
   // by default virtgate.v1.Hypervisor, which follows libvirt ("" is the

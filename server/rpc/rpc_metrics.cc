@@ -1,0 +1,149 @@
+#include "server/rpc/rpc_metrics.h"
+
+#include <grpcpp/support/interceptor.h>
+
+#include <utility>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "server/metrics/code_label.h"
+
+namespace virtgate {
+namespace {
+
+using grpc::experimental::InterceptionHookPoints;
+using grpc::experimental::ServerRpcInfo;
+
+const char* TypeLabel(ServerRpcInfo::Type type) {
+  switch (type) {
+    case ServerRpcInfo::Type::UNARY: return "unary";
+    case ServerRpcInfo::Type::CLIENT_STREAMING: return "client_stream";
+    case ServerRpcInfo::Type::SERVER_STREAMING: return "server_stream";
+    case ServerRpcInfo::Type::BIDI_STREAMING: return "bidi_stream";
+  }
+  return "unary";
+}
+
+// One per call: started when gRPC creates it, handled when the call sends its
+// status, or (never having sent one: the client went away first) as
+// CANCELLED when gRPC destroys it.
+class MetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(std::shared_ptr<RpcMetrics> metrics, std::string method, const char* type)
+      : metrics_(std::move(metrics)), method_(std::move(method)), type_(type),
+        start_(absl::Now()) {
+    metrics_->Started(method_, type_);
+  }
+  ~MetricsInterceptor() override {
+    if (!handled_) Handle(grpc::StatusCode::CANCELLED);
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      Handle(methods->GetSendStatus().error_code());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  void Handle(int code) {
+    if (handled_) return;
+    handled_ = true;
+    metrics_->Handled(method_, type_, code, absl::Now() - start_);
+  }
+
+  const std::shared_ptr<RpcMetrics> metrics_;
+  const std::string method_;
+  const char* const type_;
+  const absl::Time start_;
+  bool handled_ = false;  // gRPC calls one interceptor from one thread at a time
+};
+
+class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit MetricsInterceptorFactory(std::shared_ptr<RpcMetrics> metrics)
+      : metrics_(std::move(metrics)) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(ServerRpcInfo* info) override {
+    return new MetricsInterceptor(metrics_, info->method() ? info->method() : "",
+                                  TypeLabel(info->type()));
+  }
+
+ private:
+  const std::shared_ptr<RpcMetrics> metrics_;
+};
+
+// "/virtgate.v1.Hypervisor/ListDomains" -> ("virtgate.v1.Hypervisor", "ListDomains").
+std::pair<absl::string_view, absl::string_view> SplitMethod(absl::string_view full) {
+  if (!full.empty() && full.front() == '/') full.remove_prefix(1);
+  const size_t slash = full.rfind('/');
+  if (slash == absl::string_view::npos) return {"", full};
+  return {full.substr(0, slash), full.substr(slash + 1)};
+}
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+RpcMetrics::InterceptorFactory(std::shared_ptr<RpcMetrics> metrics) {
+  return std::make_unique<MetricsInterceptorFactory>(std::move(metrics));
+}
+
+void RpcMetrics::Started(const std::string& method, const char* type) {
+  absl::MutexLock lock(&mu_);
+  Method& m = methods_[method];
+  m.type = type;
+  ++m.started;
+}
+
+void RpcMetrics::Handled(const std::string& method, const char* type, int code,
+                         absl::Duration took) {
+  absl::MutexLock lock(&mu_);
+  Method& m = methods_[method];
+  ++m.handled[code];
+  if (absl::string_view(type) == "unary") m.latency.Observe(took);
+}
+
+uint64_t RpcMetrics::HandledCount(const std::string& method, int code) const {
+  absl::MutexLock lock(&mu_);
+  auto it = methods_.find(method);
+  if (it == methods_.end()) return 0;
+  auto n = it->second.handled.find(code);
+  return n == it->second.handled.end() ? 0 : n->second;
+}
+
+void RpcMetrics::Write(Exposition* out) const {
+  absl::MutexLock lock(&mu_);
+  out->Family("grpc_server_started_total", "RPCs started on the server.",
+              Exposition::Type::kCounter);
+  for (const auto& [method, m] : methods_) {
+    const auto [service, name] = SplitMethod(method);
+    out->Sample("grpc_server_started_total",
+                {{"grpc_type", m.type}, {"grpc_service", service}, {"grpc_method", name}},
+                static_cast<double>(m.started));
+  }
+  out->Family("grpc_server_handled_total",
+              "RPCs completed on the server, by status code (a stream when it ends).",
+              Exposition::Type::kCounter);
+  for (const auto& [method, m] : methods_) {
+    const auto [service, name] = SplitMethod(method);
+    for (const auto& [code, n] : m.handled) {
+      out->Sample("grpc_server_handled_total",
+                  {{"grpc_type", m.type},
+                   {"grpc_service", service},
+                   {"grpc_method", name},
+                   {"grpc_code", CodeLabel(code)}},
+                  static_cast<double>(n));
+    }
+  }
+  out->Family("grpc_server_handling_seconds",
+              "Time from the start of a unary RPC to its status being sent.",
+              Exposition::Type::kHistogram);
+  for (const auto& [method, m] : methods_) {
+    if (absl::string_view(m.type) != "unary") continue;
+    const auto [service, name] = SplitMethod(method);
+    out->Histogram("grpc_server_handling_seconds",
+                   {{"grpc_type", m.type}, {"grpc_service", service}, {"grpc_method", name}},
+                   LatencyHistogram::Bounds(), m.latency.counts(), m.latency.sum_seconds());
+  }
+}
+
+}  // namespace virtgate

@@ -1,0 +1,57 @@
+// RpcMetrics: what every gRPC call virtgated served did, recorded by gRPC's
+// server interceptor API (RpcMetrics::InterceptorFactory) rather than in
+// each handler: calls started and handled by method and status code, time
+// to handle unary calls, calls in progress. The names and labels follow
+// grpc-ecosystem/go-grpc-prometheus (grpc_server_handled_total{grpc_type,
+// grpc_service, grpc_method, grpc_code}, ...), so existing gRPC dashboards
+// and alerts work on them. Thread-safe.
+#pragma once
+
+#include <grpcpp/support/server_interceptor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/metrics/exposition.h"
+#include "server/metrics/latency_histogram.h"
+
+namespace virtgate {
+
+class RpcMetrics {
+ public:
+  // A factory for ServerBuilder::experimental().SetInterceptorCreators:
+  // every call's interceptor reports to `metrics`.
+  static std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+  InterceptorFactory(std::shared_ptr<RpcMetrics> metrics);
+
+  // "/virtgate.v1.Hypervisor/ListDomains", "unary" (or "server_stream", ...).
+  void Started(const std::string& method, const char* type);
+  // With the call's status code; `took` is recorded for unary calls only (a
+  // watch stream's lifetime is not a latency).
+  void Handled(const std::string& method, const char* type, int code, absl::Duration took);
+
+  // Writes the grpc_server_* families.
+  void Write(Exposition* out) const;
+
+  // Handled calls of `method` that ended with `code` (tests).
+  uint64_t HandledCount(const std::string& method, int code) const;
+
+ private:
+  struct Method {
+    const char* type = "unary";
+    uint64_t started = 0;
+    std::map<int, uint64_t> handled;  // by code
+    LatencyHistogram latency;
+  };
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Method> methods_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace virtgate
