@@ -8,4 +8,8 @@ namespace virtgate::testing {
 // True if a socket can bind the IPv6 loopback address [::1].
 bool HasIpv6Loopback();
 
+// A TCP port on 127.0.0.1 that was free a moment ago (0 if none could be
+// had), for a program that cannot pick its own and report it (Prometheus).
+int FreeLoopbackPort();
+
 }  // namespace virtgate::testing
