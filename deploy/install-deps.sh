@@ -18,7 +18,7 @@ build_pkgs=(cmake ninja-build g++ pkg-config
 # deploy/image.sh: buildah builds without a Docker engine, on a base made by
 # debootstrap; podman (with runc: crun cannot set rlimits in some sandboxes)
 # runs it.
-image_pkgs=(buildah podman runc debootstrap podman-compose)
+image_pkgs=(buildah podman runc debootstrap podman-compose curl)
 test_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev
   # a real libvirtd for the integration tests (started privately by the tests)
   libvirt-daemon

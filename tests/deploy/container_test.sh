@@ -117,8 +117,8 @@ stop_libvirtd() {
 }
 start_libvirtd
 
-port=$(free_port) hport=$(free_port)
-run_container() {  # NAME USER PORT HEALTH_PORT
+port=$(free_port) hport=$(free_port) mport=$(free_port)
+run_container() {  # NAME USER PORT HEALTH_PORT METRICS_PORT
   containers+=("$1")
   # --health-interval=disable: podman's own HEALTHCHECK timer needs a
   # running systemd (the CI machine has none); the test runs the check
@@ -130,7 +130,8 @@ run_container() {  # NAME USER PORT HEALTH_PORT
     --user "$2" --group-add 10002 -v "$work/sock:/run/libvirt:ro" \
     -e VIRTGATE_LIBVIRT_URI='test+unix:///default?socket=/run/libvirt/libvirt-sock' \
     -e VIRTGATE_LISTEN="127.0.0.1:$3" -e VIRTGATE_HEALTH_LISTEN="127.0.0.1:$4" \
-    -e VIRTGATE_SERVER="127.0.0.1:$4" -e VIRTGATE_KEEPALIVE_INTERVAL=1 \
+    -e VIRTGATE_SERVER="127.0.0.1:$4" -e VIRTGATE_METRICS_LISTEN="127.0.0.1:$5" \
+    -e VIRTGATE_KEEPALIVE_INTERVAL=1 \
     -e VIRTGATE_KEEPALIVE_COUNT=2 "$VIRTGATE_IMAGE" >/dev/null
 }
 health() {  # SERVER SERVICE EXPECTED
@@ -138,7 +139,7 @@ health() {  # SERVER SERVICE EXPECTED
 }
 echo "== the container serves the private libvirtd"
 name="virtgate-test-$$"
-run_container "$name" 10001:10001 "$port" "$hport"
+run_container "$name" 10001:10001 "$port" "$hport" "$mport"
 wait_for health "127.0.0.1:$hport" virtgate.v1.Hypervisor SERVING \
   || fail "health not SERVING; container log: $(pod logs "$name" 2>&1 | tail -20)"
 "$virtgatectl" --server="127.0.0.1:$port" list | tee "$work/list.txt"
@@ -148,6 +149,9 @@ pid=$(pod inspect --format '{{.State.Pid}}' "$name")
 grep -qE '^Uid:\s+10001\s' "/proc/$pid/status" || fail "virtgated does not run as 10001"
 grep -qE '^Groups:.*\b10002\b' "/proc/$pid/status" || fail "virtgated lacks group 10002"
 [ "$(cat "/proc/$pid/comm")" = virtgated ] || fail "PID 1 of the container is not virtgated"
+curl -fsS "http://127.0.0.1:$mport/metrics" >"$work/metrics.txt" || fail "no /metrics from the container"
+grep -qE '^virtgate_domains\{state="running"\} 1$' "$work/metrics.txt" \
+  || fail "the container's /metrics does not count the running test domain"
 
 echo "== libvirtd killed and restarted: the same container serves again"
 started_at=$(pod inspect --format '{{.State.StartedAt}}' "$name")
@@ -164,8 +168,8 @@ grep -qE '^test +' "$work/list.txt" || fail "list after restart"
 
 echo "== a container user the host does not know"
 stranger="virtgate-test-stranger-$$"
-port2=$(free_port) hport2=$(free_port)
-run_container "$stranger" 10003:10003 "$port2" "$hport2"
+port2=$(free_port) hport2=$(free_port) mport2=$(free_port)
+run_container "$stranger" 10003:10003 "$port2" "$hport2" "$mport2"
 wait_for "$virtgatectl" --server="127.0.0.1:$port2" host || fail "the stranger's virtgated did not start"
 health "127.0.0.1:$hport2" virtgate.v1.Hypervisor NOT_SERVING \
   || fail "a uid unknown to libvirtd's host is served"
@@ -191,7 +195,7 @@ printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\
 export CONTAINERS_STORAGE_CONF="$work/storage.conf" CONTAINERS_CONF="$work/containers.conf"
 pod tag "$VIRTGATE_IMAGE" localhost/virtgate:latest
 pod tag localhost/virtgate-base:bookworm docker.io/library/debian:bookworm-slim
-for p in 50051 50052; do
+for p in 50051 50052 50053; do
   ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || fail "127.0.0.1:$p is taken; the compose demo publishes it"
 done
 compose() { podman-compose -p "virtgate-test-$$" -f "$src/deploy/compose.yaml" "$@"; }
@@ -202,6 +206,8 @@ timeout=300 wait_for health 127.0.0.1:50052 virtgate.v1.Hypervisor SERVING \
   || fail "the compose demo never served; $(podman logs "virtgate-test-$$_virtgated_1" 2>&1 | tail)"
 "$virtgatectl" --server=127.0.0.1:50051 list >"$work/list.txt"
 grep -qE '^test +.* running ' "$work/list.txt" || fail "compose: $(cat "$work/list.txt")"
+curl -fsS http://127.0.0.1:50053/metrics | grep -qE '^virtgate_libvirt_up\{.*\} 1$' \
+  || fail "compose: /metrics on 127.0.0.1:50053 does not say libvirt is up"
 compose exec libvirtd virsh -q -c 'test+unix:///default?socket=/run/libvirt/libvirt-sock' \
   suspend test >/dev/null 2>&1 || fail "compose exec virsh suspend test"
 wait_for sh -c "'$virtgatectl' --server=127.0.0.1:50051 list | grep -qE '^test +.* paused '" \

@@ -9,6 +9,8 @@
 #   probes on the health port with the right services, the security context,
 #   TLS from a Secret, an emptyDir TMPDIR, resources, both Services, the
 #   NetworkPolicy, terminationGracePeriodSeconds above the shutdown grace;
+#   and (Observability) the metrics port, its scrape annotations, and the
+#   NetworkPolicy admitting Prometheus to it;
 # - that the validator rejects what it should: each tests/deploy/k8s_bad/
 #   file for the reason its "# expect:" line gives, and copies of deploy/k8s
 #   each broken in one way;
@@ -86,6 +88,12 @@ mutant escalation "allowPrivilegeEscalation must be false" daemonset.yaml \
   's|allowPrivilegeEscalation: false|allowPrivilegeEscalation: true|'
 mutant grace "terminationGracePeriodSeconds 10 must exceed" daemonset.yaml \
   's|terminationGracePeriodSeconds: 30|terminationGracePeriodSeconds: 10|'
+mutant scrape-wrong-port "annotations must name the metrics port 50053" daemonset.yaml \
+  's|prometheus.io/port: "50053"|prometheus.io/port: "50052"|'
+mutant metrics-plaintext "needs VIRTGATE_METRICS_INSECURE=true" daemonset.yaml \
+  '/name: VIRTGATE_METRICS_INSECURE/,/value:/ s|value: "true"|value: "false"|'
+mutant metrics-closed "no ingress rule admits the metrics port" networkpolicy.yaml \
+  's|- port: metrics|- port: grpc|'
 mutant no-headless "no headless Service" service.yaml 's|clusterIP: None|clusterIP: ""|'
 mutant kustomize-field "unknown field 'resource'" kustomization.yaml 's|^resources:|resource:|'
 mutant missing-resource "resource 'netpol.yaml' is not a file" kustomization.yaml \

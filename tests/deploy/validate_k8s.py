@@ -264,6 +264,11 @@ def check_properties(kust, objects, problems):
             sel = (np["spec"].get("podSelector") or {}).get("matchLabels") or {}
             if not sel or any(labels.get(k) != v for k, v in sel.items()):
                 problems.add(nwhere, f"podSelector {sel} does not pick the DaemonSet's pods")
+            admitted = {p.get("port") for rule in np["spec"].get("ingress") or []
+                        for p in rule.get("ports") or []}
+            if "metrics" not in admitted:
+                problems.add(nwhere, "no ingress rule admits the metrics port: Prometheus "
+                             "could not scrape")
 
 
 def check_daemonset(where, ds, images, problems):
@@ -320,6 +325,32 @@ def check_daemonset(where, ds, images, problems):
             problems.add(where, f"{probe} asks port {g.get('port')}, not the health port {health}")
         if g.get("service", "") != service:
             problems.add(where, f"{probe} asks service {g.get('service', '')!r}, not {service!r}")
+
+    # Metrics: a port named metrics where VIRTGATE_METRICS_LISTEN serves,
+    # which the scrape annotations name (Observability issue).
+    ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+    try:
+        metrics = port_of(env["VIRTGATE_METRICS_LISTEN"])
+    except (KeyError, ValueError, IndexError):
+        problems.add(where, "VIRTGATE_METRICS_LISTEN must be HOST:PORT (virtgated's default is "
+                     "loopback, which Prometheus cannot reach)")
+        metrics = None
+    if metrics is not None:
+        if ports.get("metrics") != metrics:
+            problems.add(where, f"no container port named metrics at {metrics} "
+                         "(VIRTGATE_METRICS_LISTEN)")
+        if metrics in (health, api):
+            problems.add(where, "the metrics port must be a port of its own")
+        if not env["VIRTGATE_METRICS_LISTEN"].startswith("127.") and \
+                env.get("VIRTGATE_METRICS_INSECURE") != "true":
+            problems.add(where, "a non-loopback VIRTGATE_METRICS_LISTEN needs "
+                         "VIRTGATE_METRICS_INSECURE=true, or virtgated refuses to start")
+        notes = ds["spec"]["template"]["metadata"].get("annotations") or {}
+        if notes.get("prometheus.io/scrape") != "true" or \
+                notes.get("prometheus.io/port") != str(metrics) or \
+                notes.get("prometheus.io/path", "/metrics") != "/metrics":
+            problems.add(where, "the pod template's prometheus.io/scrape, /port and /path "
+                         f"annotations must name the metrics port {metrics} and /metrics")
 
     # Security context: container level, or inherited from the pod.
     csc = c.get("securityContext") or {}
