@@ -20,6 +20,11 @@ const char* TypeName(Exposition::Type type) {
 }
 
 void Escape(absl::string_view text, bool quote, std::string* out) {
+  // Most values (UUIDs, names, numbers) need nothing escaped.
+  if (text.find_first_of(quote ? "\\\n\"" : "\\\n") == absl::string_view::npos) {
+    out->append(text.data(), text.size());
+    return;
+  }
   for (char c : text) {
     switch (c) {
       case '\\': out->append("\\\\"); break;

@@ -42,6 +42,9 @@ class Exposition {
   void Histogram(absl::string_view name, const Labels& labels, const std::vector<double>& bounds,
                  const std::vector<uint64_t>& counts, double sum);
 
+  // Room for `more` bytes beyond what is written.
+  void Reserve(size_t more) { out_.reserve(out_.size() + more); }
+
   const std::string& text() const { return out_; }
   std::string Take() { return std::move(out_); }
 

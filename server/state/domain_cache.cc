@@ -257,6 +257,7 @@ DomainCache::View DomainCache::Read(const Query& query) const {
   View view;
   absl::MutexLock lock(&mu_);
   ViewLocked(&view);
+  view.domains.reserve(std::min(query.limit, records_.size()));
   auto it = query.after.has_value() ? order_.upper_bound(*query.after) : order_.begin();
   for (; it != order_.end(); ++it) {
     const Record& record = records_.at(it->second);

@@ -16,6 +16,14 @@
 //   FreshDefaultPages/N  the same with the default page size (500).
 //   CachedOnePage/N    virtgate ListDomains, CACHED, largest pages: no
 //                      libvirt call at all (checked: virtgated's own count).
+//   StateStats/N       virConnectGetAllDomainStats with the state group
+//                      only: the least a Prometheus libvirt exporter asks of
+//                      libvirt per scrape to report each domain's state.
+//   Scrape/N           GET /metrics from virtgated (every metric, one
+//                      virtgate_domain_info series per domain), from its
+//                      cache: no libvirt call (checked). Also reports the
+//                      exposition's size and the process CPU per scrape
+//                      (server and this client together: an upper bound).
 //
 // Each reports p50_ms/p99_ms per complete listing, and virtgate's cases
 // their p50 as a multiple of the floor's in the same run (x_floor_p50). A
@@ -26,6 +34,8 @@
 #include <benchmark/benchmark.h>
 #include <grpcpp/grpcpp.h>
 #include <libvirt/libvirt.h>
+
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -38,6 +48,7 @@
 #include "server/server.h"
 #include "tests/bench/latencies.h"
 #include "tests/bench/wrong_result.h"
+#include "tests/support/metrics_text.h"
 #include "tests/support/private_libvirtd.h"
 #include "tests/support/test_domains.h"
 #include "tests/support/wait_for.h"
@@ -80,6 +91,7 @@ struct BenchRig {
   int size = 1;  // the test driver's own domain
   std::string error;
   std::map<int, double> floor_p50_ms;  // by domain count
+  std::map<int, double> state_floor_p50_ms;  // StateStats's
 };
 
 BenchRig* Rig() {
@@ -96,6 +108,7 @@ BenchRig* Rig() {
     Server::Options o;
     o.libvirt_uri = r->daemon->uri();
     o.listen = "127.0.0.1:0";
+    o.metrics_listen = "127.0.0.1:0";
     absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(o);
     if (!server.ok()) {
       r->error = std::string(server.status().message());
@@ -155,6 +168,60 @@ void GetAllStats(benchmark::State& state, int domains) {
     if (n != domains) Wrong(state, "libvirt listing incomplete");
   }
   lat.Report(state);
+}
+
+void StateStats(benchmark::State& state, int domains) {
+  BenchRig* rig = RigWith(state, domains);
+  if (rig == nullptr) return;
+  bench::Latencies lat;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    virDomainStatsRecordPtr* records = nullptr;
+    const int n = virConnectGetAllDomainStats(rig->direct.get(), VIR_DOMAIN_STATS_STATE,
+                                              &records, VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT);
+    DomainStatsList{records};
+    lat.Add(std::chrono::steady_clock::now() - t0);
+    if (n != domains) Wrong(state, "libvirt listing incomplete");
+  }
+  lat.Report(state);
+  rig->state_floor_p50_ms[domains] = state.counters["p50_ms"];
+}
+
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+void Scrape(benchmark::State& state, int domains) {
+  BenchRig* rig = RigWith(state, domains);
+  if (rig == nullptr) return;
+  const uint64_t calls_before = rig->server->libvirt_calls().Total();
+  bench::Latencies lat;
+  absl::StatusOr<std::string> text;
+  const double cpu_before = ProcessCpuSeconds();
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    text = testing::ScrapeMetrics(rig->server->metrics_address());
+    lat.Add(std::chrono::steady_clock::now() - t0);
+    if (!text.ok()) {
+      Wrong(state, text.status().ToString());
+      return;
+    }
+  }
+  const double cpu = ProcessCpuSeconds() - cpu_before;
+  if (testing::CountSamples(*text, "virtgate_domain_info") != domains) {
+    Wrong(state, "a scrape without every domain");
+  }
+  const size_t bytes = text->size();
+  if (rig->server->libvirt_calls().Total() != calls_before) Wrong(state, "a scrape called libvirt");
+  lat.Report(state);
+  state.counters["bytes"] = static_cast<double>(bytes);
+  state.counters["cpu_ms_per_scrape"] = cpu * 1000 / static_cast<double>(state.iterations());
+  if (auto floor = rig->state_floor_p50_ms.find(domains); floor != rig->state_floor_p50_ms.end()) {
+    state.counters["x_floor_p50"] = state.counters["p50_ms"] / floor->second;
+  }
 }
 
 void PerDomainInfo(benchmark::State& state, int domains) {
@@ -232,6 +299,8 @@ void RegisterAll() {
     };
     reg("Floor", [n](benchmark::State& s) { Floor(s, n); }, iterations);
     reg("GetAllStats", [n](benchmark::State& s) { GetAllStats(s, n); }, iterations);
+    reg("StateStats", [n](benchmark::State& s) { StateStats(s, n); }, iterations);
+    reg("Scrape", [n](benchmark::State& s) { Scrape(s, n); }, iterations);
     if (n <= 1001) {
       reg("PerDomainInfo", [n](benchmark::State& s) { PerDomainInfo(s, n); }, 20);
     }
