@@ -280,6 +280,11 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   ApplyConnectionLimits(options_.connection_limits, &builder);
   builder.RegisterService(service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  if (const google::protobuf::ServiceDescriptor* api =
+          google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+              v1::Hypervisor::service_full_name())) {
+    rpc_metrics_->Preregister(*api);
+  }
   interceptors.push_back(RpcMetrics::InterceptorFactory(rpc_metrics_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(health_service_.get());

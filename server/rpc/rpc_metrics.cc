@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "server/metrics/code_label.h"
@@ -85,6 +86,20 @@ std::pair<absl::string_view, absl::string_view> SplitMethod(absl::string_view fu
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 RpcMetrics::InterceptorFactory(std::shared_ptr<RpcMetrics> metrics) {
   return std::make_unique<MetricsInterceptorFactory>(std::move(metrics));
+}
+
+void RpcMetrics::Preregister(const google::protobuf::ServiceDescriptor& service) {
+  absl::MutexLock lock(&mu_);
+  for (int i = 0; i < service.method_count(); ++i) {
+    const google::protobuf::MethodDescriptor& m = *service.method(i);
+    Method& entry = methods_[absl::StrCat("/", service.full_name(), "/", m.name())];
+    entry.type = m.client_streaming()
+                     ? (m.server_streaming() ? "bidi_stream" : "client_stream")
+                     : (m.server_streaming() ? "server_stream" : "unary");
+    for (int code = 0; code <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED); ++code) {
+      entry.handled.emplace(code, 0);
+    }
+  }
 }
 
 void RpcMetrics::Started(const std::string& method, const char* type) {

@@ -7,6 +7,7 @@
 // and alerts work on them. Thread-safe.
 #pragma once
 
+#include <google/protobuf/descriptor.h>
 #include <grpcpp/support/server_interceptor.h>
 
 #include <cstdint>
@@ -29,6 +30,11 @@ class RpcMetrics {
   // every call's interceptor reports to `metrics`.
   static std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
   InterceptorFactory(std::shared_ptr<RpcMetrics> metrics);
+
+  // Every method of `service` with zero calls of each status code, so that a
+  // code's first call is an increase Prometheus's rate() sees (a series
+  // that appears at 1 is not), as go-grpc-prometheus does.
+  void Preregister(const google::protobuf::ServiceDescriptor& service);
 
   // "/virtgate.v1.Hypervisor/ListDomains", "unary" (or "server_stream", ...).
   void Started(const std::string& method, const char* type);

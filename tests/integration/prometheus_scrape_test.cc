@@ -2,7 +2,8 @@
 // virtgated (a child process) serving a private libvirtd with 1,001
 // domains: its query API then returns `up == 1` for virtgated and, for
 // every state, the number of domains libvirt itself reports in it, and one
-// virtgate_domain_info series per domain.
+// virtgate_domain_info series per domain; and README "Monitoring"'s example
+// queries, run as written, answer.
 #include <fcntl.h>
 #include <libvirt/libvirt.h>
 #include <unistd.h>
@@ -13,9 +14,18 @@
 #include <optional>
 #include <string>
 
+#include <grpcpp/grpcpp.h>
+
+#include <vector>
+
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "virtgate/v1/hypervisor.grpc.pb.h"
 #include "tests/support/child_process.h"
 #include "tests/support/files.h"
 #include "tests/support/http_get.h"
@@ -39,6 +49,20 @@ constexpr int kDomains = 1000;  // beside the test driver's own "test"
 // virtgated's state labels, by virDomainState.
 const char* const kStates[] = {"nostate", "running", "blocked",  "paused",
                                "shutdown", "shutoff", "crashed", "pmsuspended"};
+
+// The PromQL lines of README "Monitoring"'s ```promql block.
+std::vector<std::string> ReadmeQueries() {
+  const std::string readme = testing::ReadFile(VIRTGATE_SOURCE_DIR "/README.md");
+  std::vector<std::string> out;
+  const size_t start = readme.find("```promql\n");
+  if (start == std::string::npos) return out;
+  const size_t end = readme.find("```", start + 10);
+  for (absl::string_view line :
+       absl::StrSplit(readme.substr(start + 10, end - start - 10), '\n', absl::SkipEmpty())) {
+    if (!absl::StartsWith(line, "#")) out.emplace_back(line);
+  }
+  return out;
+}
 
 // A Prometheus server of the test's own: loopback only, data in a temp dir,
 // scraping `target` every second.
@@ -102,6 +126,40 @@ class PrometheusProcess {
     }
     return value;
   }
+  // An instant query's series by the values of `labels` ("/"-joined):
+  // {"running": 501, ...} or {"GetDomain/NotFound": 0.05, ...}.
+  std::map<std::string, double> QueryBy(const std::string& promql,
+                                        const std::vector<std::string>& labels) {
+    std::map<std::string, double> out;
+    absl::StatusOr<testing::HttpResponse> r =
+        HttpGet(address_, absl::StrCat("/api/v1/query?query=", testing::UrlEncode(promql)));
+    if (!r.ok() || r->status != 200) return out;
+    last_answer_ = r->body;
+    // ... {"metric":{"grpc_code":"NotFound",...},"value":[1796209049.1,"0.25"]} ...
+    const std::string& body = r->body;
+    for (size_t at = body.find("{\"metric\":{"); at != std::string::npos;
+         at = body.find("{\"metric\":{", at + 1)) {
+      const size_t labels_end = body.find('}', at + 11);
+      const size_t v = body.find("\"value\":[", labels_end);
+      if (labels_end == std::string::npos || v == std::string::npos) continue;
+      std::vector<std::string> key;
+      for (const std::string& label : labels) {
+        const std::string k = absl::StrCat("\"", label, "\":\"");
+        const size_t found = body.find(k, at);
+        if (found == std::string::npos || found > labels_end) break;
+        const size_t start = found + k.size();
+        key.push_back(body.substr(start, body.find('"', start) - start));
+      }
+      const size_t open = body.find(",\"", v);
+      const size_t close = body.find('"', open + 2);
+      double value = 0;
+      if (key.size() == labels.size() &&
+          absl::SimpleAtod(body.substr(open + 2, close - open - 2), &value)) {
+        out[absl::StrJoin(key, "/")] = value;
+      }
+    }
+    return out;
+  }
   const std::string& last_answer() const { return last_answer_; }
   std::string Log() const { return testing::ReadFile(log_path_); }
 
@@ -160,6 +218,31 @@ TEST(PrometheusScrapeTest, PrometheusSeesTheDomainCountsLibvirtReports) {
   EXPECT_EQ(p.Query("count(virtgate_domain_info{state=\"running\"})"), by_state["running"])
       << p.last_answer();
   EXPECT_EQ(p.Query("virtgate_libvirt_up{job=\"virtgate\"}"), 1) << p.last_answer();
+
+  // A failed call after Prometheus's first scrape: README's second query
+  // sees the counter move.
+  {
+    grpc::ClientContext ctx;
+    v1::GetDomainRequest req;
+    req.set_name("no-such-domain");
+    v1::Domain d;
+    ASSERT_EQ((*server)->stub()->GetDomain(&ctx, req, &d).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  // README's queries, as written: the counts by state, and (once Prometheus
+  // has scraped after the NOT_FOUND above) a rate of failed calls.
+  const std::vector<std::string> queries = ReadmeQueries();
+  ASSERT_EQ(queries.size(), 2u);
+  std::map<std::string, double> expected(by_state.begin(), by_state.end());
+  EXPECT_EQ(p.QueryBy(queries[0], {"state"}), expected) << queries[0] << ": " << p.last_answer();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return p.QueryBy(queries[1], {"grpc_method", "grpc_code"})["GetDomain/NotFound"] > 0;
+      },
+      absl::Seconds(30)))
+      << queries[1] << ": " << p.last_answer();
+  // Every other method and code is there, at 0 (virtgated starts them at 0).
+  EXPECT_EQ(p.QueryBy(queries[1], {"grpc_method", "grpc_code"})["ListDomains/Unavailable"], 0);
 }
 
 }  // namespace

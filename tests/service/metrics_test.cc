@@ -10,15 +10,19 @@
 #include <libvirt/libvirt.h>
 
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/libvirt/event_loop.h"
 #include "server/server.h"
+#include "tests/support/files.h"
 #include "tests/support/http_get.h"
 #include "tests/support/metrics_text.h"
 #include "tests/support/wait_for.h"
@@ -100,6 +104,31 @@ TEST_F(MetricsTest, ExpositionPassesPromtool) {
   EXPECT_EQ(r.out + r.err, "") << r.Describe();
 }
 
+// README "Monitoring" has a row for every metric family, and no row for
+// one that does not exist.
+TEST_F(MetricsTest, ReadmeListsEveryMetric) {
+  Start();
+  const std::string text = Scrape();
+  const std::string readme = testing::ReadFile(VIRTGATE_SOURCE_DIR "/README.md");
+  ASSERT_FALSE(readme.empty());
+  std::set<std::string> served;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, "# TYPE ")) continue;
+    const std::string name(line.substr(0, line.find(' ')));
+    served.insert(name);
+    EXPECT_THAT(readme, HasSubstr(absl::StrCat("| `", name, "` |")))
+        << name << " is served but README \"Monitoring\" has no row for it";
+  }
+  const size_t table = readme.find("| metric | type | labels | meaning |");
+  ASSERT_NE(table, std::string::npos);
+  const size_t end = readme.find("\n\n", table);
+  for (absl::string_view line : absl::StrSplit(readme.substr(table, end - table), '\n')) {
+    if (!absl::ConsumePrefix(&line, "| `")) continue;
+    const std::string name(line.substr(0, line.find('`')));
+    EXPECT_TRUE(served.count(name)) << "README lists " << name << ", which is not served";
+  }
+}
+
 TEST_F(MetricsTest, ServedAsPrometheusTextOnlyAtMetricsForGetAndHead) {
   Start();
   const std::string at = server_->metrics_address();
@@ -126,6 +155,9 @@ TEST_F(MetricsTest, CallsAreCountedByMethodAndCodeWhenTheyEnd) {
   Server::Options o = Options();
   o.watch_limits.max_watches_per_peer = 1;
   Start(o);
+  // Every method and code is there from the start, at 0: a code's first
+  // call is then an increase rate() sees.
+  EXPECT_EQ(SampleValue(Scrape(), absl::StrCat(kGetDomain, "NotFound\"}")), 0);
   ASSERT_EQ(GetDomain("test").error_code(), grpc::StatusCode::OK);
   ASSERT_EQ(GetDomain("no-such-domain").error_code(), grpc::StatusCode::NOT_FOUND);
   ASSERT_EQ(GetDomain("no-such-domain-either").error_code(), grpc::StatusCode::NOT_FOUND);
@@ -163,11 +195,11 @@ TEST_F(MetricsTest, CallsAreCountedByMethodAndCodeWhenTheyEnd) {
   EXPECT_TRUE(testing::WaitFor(
       [&] {
         text = Scrape();
-        return SampleValue(text, absl::StrCat(kWatch, "Canceled\"}")) == 1.0;
+        return SampleValue(text, absl::StrCat(kWatch, "Canceled\"}")) == 1.0 &&
+               SampleValue(text, "virtgate_watch_streams") == 0.0;
       },
       absl::Seconds(10)))
       << text;
-  EXPECT_EQ(SampleValue(text, "virtgate_watch_streams"), 0);
 }
 
 TEST_F(MetricsTest, LibvirtCallsAreCountedByProcedureAndOutcome) {
