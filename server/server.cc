@@ -280,10 +280,13 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
   ApplyConnectionLimits(options_.connection_limits, &builder);
   builder.RegisterService(service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  if (const google::protobuf::ServiceDescriptor* api =
-          google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
-              v1::Hypervisor::service_full_name())) {
-    rpc_metrics_->Preregister(*api);
+  // The API, health and reflection by name; any other path as "unknown".
+  for (const char* name : {v1::Hypervisor::service_full_name(), "grpc.health.v1.Health",
+                           "grpc.reflection.v1alpha.ServerReflection"}) {
+    if (const google::protobuf::ServiceDescriptor* service =
+            google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name)) {
+      rpc_metrics_->Preregister(*service);
+    }
   }
   interceptors.push_back(RpcMetrics::InterceptorFactory(rpc_metrics_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
@@ -315,7 +318,7 @@ absl::Status Server::StartMetrics() {
   auto metrics = std::make_shared<ServerMetrics>(
       ServerMetrics::Options{options_.metrics_domain_series, options_.libvirt_uri},
       ServerMetrics::Deps{rpc_metrics_, calls_, pool_, feed_.get(), workers_.get(), stats_,
-                          cache_, hub_});
+                          cache_, hub_, availability_});
   absl::StatusOr<std::unique_ptr<MetricsListener>> listener =
       MetricsListener::Start(*metrics_listen_, std::move(metrics));
   if (!listener.ok()) return listener.status();

@@ -54,10 +54,11 @@ std::string ServerMetrics::Scrape() const {
 void ServerMetrics::WriteLibvirt(Exposition* out) const {
   const ConnectionPool::Snapshot pool = deps_.pool->GetSnapshot();
   out->Family("virtgate_libvirt_up",
-              "1 while at least one call connection to libvirt is up (what the health service "
-              "virtgate.v1.Hypervisor reports as SERVING).",
+              "1 while calls reach libvirt (a call connection is up): what the health service "
+              "virtgate.v1.Hypervisor reports as SERVING.",
               T::kGauge);
-  out->Sample("virtgate_libvirt_up", {{"uri", options_.libvirt_uri}}, pool.up() ? 1 : 0);
+  out->Sample("virtgate_libvirt_up", {{"uri", options_.libvirt_uri}},
+              deps_.availability->Get().calls_up ? 1 : 0);
   out->Family("virtgate_libvirt_connections", "Call connections to libvirt (--pool_size).",
               T::kGauge);
   out->Sample("virtgate_libvirt_connections", pool.connections_total);
@@ -70,8 +71,9 @@ void ServerMetrics::WriteLibvirt(Exposition* out) const {
               T::kGauge);
   out->Sample("virtgate_libvirt_connection_leases", pool.in_flight);
   out->Family("virtgate_libvirt_reconnects_total",
-              "libvirt connections opened again after one was lost: the call connections "
-              "(calls) and the event connection (events).",
+              "libvirt connections opened again after one was lost (or, for calls, retired "
+              "because a call was stuck on it): the call connections (calls) and the event "
+              "connection (events).",
               T::kCounter);
   out->Sample("virtgate_libvirt_reconnects_total", {{"connection", "calls"}},
               static_cast<double>(pool.reconnects));
@@ -183,6 +185,10 @@ void ServerMetrics::WriteEvents(Exposition* out) const {
 
 void ServerMetrics::WriteDomains(Exposition* out) const {
   const DomainCache::View view = deps_.cache->Read(DomainCache::Query{});
+  // Until libvirt was listed once nothing is known: no series rather than
+  // zeros. While events are down (virtgate_events_up 0) these are the last
+  // known states.
+  if (!view.seeded) return;
   std::map<v1::DomainState, int> by_state;
   for (int s = v1::DOMAIN_STATE_NOSTATE; s <= v1::DOMAIN_STATE_PMSUSPENDED; ++s) {
     by_state[static_cast<v1::DomainState>(s)] = 0;

@@ -23,6 +23,7 @@
 #include "server/metrics/metrics_listener.h"
 #include "server/metrics/process_metrics.h"
 #include "server/rpc/rpc_metrics.h"
+#include "server/state/availability.h"
 #include "server/state/domain_cache.h"
 #include "server/state/event_hub.h"
 
@@ -39,6 +40,8 @@ class ServerMetrics : public MetricsSource {
     std::shared_ptr<const BulkStatsReader> stats;
     std::shared_ptr<const DomainCache> cache;
     std::shared_ptr<const EventHub> hub;
+    // What health follows: virtgate_libvirt_up says the same.
+    std::shared_ptr<const Availability> availability;
   };
   struct Options {
     // One virtgate_domain_info series per domain (--metrics_domain_series);

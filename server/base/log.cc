@@ -24,11 +24,52 @@ const char* LevelName(LogLevel level) {
   return "?";
 }
 
+// The length of the valid UTF-8 sequence at the start of `text` (RFC 3629:
+// no overlong forms, no surrogates, nothing past U+10FFFF), or 0.
+size_t Utf8Length(absl::string_view text) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  size_t length = 0;
+  unsigned char low = 0x80, high = 0xBF;  // the second byte's range
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;
+    if (lead == 0xED) high = 0x9F;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;
+    if (lead == 0xF4) high = 0x8F;
+  } else {
+    return 0;
+  }
+  if (text.size() < length || byte(1) < low || byte(1) > high) return 0;
+  for (size_t i = 2; i < length; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xBF) return 0;
+  }
+  return length;
+}
+
 // `text` as the inside of a JSON string: quotes, backslashes and control
-// characters escaped; other bytes as they are (messages are UTF-8).
+// characters escaped; UTF-8 as it is, and a byte that is not part of valid
+// UTF-8 (libvirt passes on what a guest or a file named) as U+FFFD, so the
+// line is always valid JSON.
 void AppendJsonString(absl::string_view text, std::string* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  for (unsigned char c : text) {
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      const size_t length = Utf8Length(text.substr(i));
+      if (length == 0) {
+        out->append("\\ufffd");
+        ++i;
+      } else {
+        out->append(text.data() + i, length);
+        i += length;
+      }
+      continue;
+    }
     switch (c) {
       case '"': out->append("\\\""); break;
       case '\\': out->append("\\\\"); break;
@@ -44,6 +85,7 @@ void AppendJsonString(absl::string_view text, std::string* out) {
           out->push_back(static_cast<char>(c));
         }
     }
+    ++i;
   }
 }
 

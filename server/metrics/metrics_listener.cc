@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -132,18 +134,22 @@ absl::StatusOr<std::unique_ptr<MetricsListener>> MetricsListener::Start(
   }
   absl::StatusOr<int> fd = Bind(address);
   if (!fd.ok()) return fd.status();
+  // libmicrohttpd owns (and closes) the socket it is given, on success and,
+  // in some versions, on failure too: it gets a copy, ours is closed here.
+  const int given = fcntl(*fd, F_DUPFD_CLOEXEC, 0);
+  close(*fd);
+  if (given < 0) return absl::InternalError(absl::StrCat("dup: ", std::strerror(errno)));
   std::unique_ptr<MetricsListener> listener(new MetricsListener(std::move(source)));
   listener->daemon_ = MHD_start_daemon(
       MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &Handle,
       const_cast<MetricsSource*>(listener->source_.get()), MHD_OPTION_EXTERNAL_LOGGER,
-      &LogFromMhd, nullptr, MHD_OPTION_LISTEN_SOCKET, *fd, MHD_OPTION_CONNECTION_LIMIT,
+      &LogFromMhd, nullptr, MHD_OPTION_LISTEN_SOCKET, given, MHD_OPTION_CONNECTION_LIMIT,
       kMaxConnections, MHD_OPTION_CONNECTION_TIMEOUT, kConnectionTimeoutSeconds, MHD_OPTION_END);
   if (listener->daemon_ == nullptr) {
-    close(*fd);
     return absl::InternalError(
         absl::StrCat(address.flag, "=", address.text, ": libmicrohttpd did not start"));
   }
-  listener->port_ = BoundPort(*fd, address.port);
+  listener->port_ = BoundPort(given, address.port);
   const bool v6 = address.host.find(':') != std::string::npos;
   listener->address_ = v6 ? absl::StrCat("[", address.host, "]:", listener->port_)
                           : absl::StrCat(address.host, ":", listener->port_);

@@ -13,6 +13,9 @@ namespace virtgate {
 namespace {
 
 using grpc::experimental::InterceptionHookPoints;
+
+// Every call of a method no service registered.
+constexpr char kUnknownMethod[] = "/unknown/unknown";
 using grpc::experimental::ServerRpcInfo;
 
 const char* TypeLabel(ServerRpcInfo::Type type) {
@@ -102,17 +105,26 @@ void RpcMetrics::Preregister(const google::protobuf::ServiceDescriptor& service)
   }
 }
 
+RpcMetrics::Method& RpcMetrics::FindLocked(const std::string& method) {
+  auto it = methods_.find(method);
+  return it != methods_.end() ? it->second : methods_[kUnknownMethod];
+}
+
 void RpcMetrics::Started(const std::string& method, const char* type) {
   absl::MutexLock lock(&mu_);
-  Method& m = methods_[method];
+  Method& m = FindLocked(method);
   m.type = type;
   ++m.started;
 }
 
 void RpcMetrics::Handled(const std::string& method, const char* type, int code,
                          absl::Duration took) {
+  // gRPC's codes are 0..16; anything else would be a second "Unknown".
+  if (code < 0 || code > static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) {
+    code = static_cast<int>(grpc::StatusCode::UNKNOWN);
+  }
   absl::MutexLock lock(&mu_);
-  Method& m = methods_[method];
+  Method& m = FindLocked(method);
   ++m.handled[code];
   if (absl::string_view(type) == "unary") m.latency.Observe(took);
 }

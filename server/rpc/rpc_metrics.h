@@ -33,7 +33,10 @@ class RpcMetrics {
 
   // Every method of `service` with zero calls of each status code, so that a
   // code's first call is an increase Prometheus's rate() sees (a series
-  // that appears at 1 is not), as go-grpc-prometheus does.
+  // that appears at 1 is not), as go-grpc-prometheus does. Only registered
+  // methods are counted by name: a call of any other (a client can send
+  // any path; gRPC answers UNIMPLEMENTED) counts as grpc_service and
+  // grpc_method "unknown", so clients cannot add series.
   void Preregister(const google::protobuf::ServiceDescriptor& service);
 
   // "/virtgate.v1.Hypervisor/ListDomains", "unary" (or "server_stream", ...).
@@ -55,6 +58,9 @@ class RpcMetrics {
     std::map<int, uint64_t> handled;  // by code
     LatencyHistogram latency;
   };
+
+  // `method`'s entry, or the one of every unregistered method.
+  Method& FindLocked(const std::string& method) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::map<std::string, Method> methods_ ABSL_GUARDED_BY(mu_);

@@ -83,10 +83,11 @@ TEST_F(MetricsStallTest, ScrapesAnswerAtOnceWhileLibvirtdIsStoppedAndShowTheStuc
   EXPECT_EQ(listed.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << listed.error_message();
   std::string text;
   EXPECT_TRUE(WaitAtLeast("virtgate_libvirt_calls_stuck", 1, &text)) << text;
-  // Every scrape answers while libvirtd stays stopped; the quickest of five
-  // within 50 ms (one alone could meet a busy moment of a shared machine).
+  // Every scrape answers while libvirtd stays stopped; the quickest of ten
+  // within 50 ms, the bound (one alone could meet a busy moment of a
+  // shared machine; a scrape that waited on libvirt would never answer).
   std::vector<absl::Duration> took;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 10; ++i) {
     const absl::Time start = absl::Now();
     absl::StatusOr<std::string> scraped = testing::ScrapeMetrics(address_, absl::Seconds(2));
     took.push_back(absl::Now() - start);
@@ -96,7 +97,7 @@ TEST_F(MetricsStallTest, ScrapesAnswerAtOnceWhileLibvirtdIsStoppedAndShowTheStuc
   }
   const absl::Duration quickest = *std::min_element(took.begin(), took.end());
   EXPECT_LE(quickest, absl::Milliseconds(50)) << absl::FormatDuration(quickest);
-  std::cout << "scrape while libvirtd is stopped: quickest of 5 "
+  std::cout << "scrape while libvirtd is stopped: quickest of 10 "
             << absl::FormatDuration(quickest) << "\n";
 
   daemon_->Resume();

@@ -6,6 +6,7 @@
 // (or none, with metrics_domain_series off); and the listener's own rules:
 // plaintext is refused off loopback unless metrics_insecure, only GET and
 // HEAD, only /metrics.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <libvirt/libvirt.h>
 
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -199,6 +201,37 @@ TEST_F(MetricsTest, CallsAreCountedByMethodAndCodeWhenTheyEnd) {
                SampleValue(text, "virtgate_watch_streams") == 0.0;
       },
       absl::Seconds(10)))
+      << text;
+}
+
+// A client can call any path; gRPC answers UNIMPLEMENTED. Such calls are
+// counted under "unknown", never under the name the client made up.
+TEST_F(MetricsTest, UnknownMethodsAddNoSeries) {
+  Start();
+  grpc::GenericStub generic(
+      grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(absl::Seconds(30)));
+    grpc::Slice empty_message("");  // a valid (empty) message, which a default ByteBuffer is not
+    grpc::ByteBuffer request(&empty_message, 1);
+    grpc::ByteBuffer response;
+    grpc::Status s;
+    absl::Notification done;
+    generic.UnaryCall(&ctx, absl::StrCat("/virtgate.v1.Hypervisor/MadeUp", i),
+                      grpc::StubOptions(), &request, &response, [&](grpc::Status status) {
+                        s = std::move(status);
+                        done.Notify();
+                      });
+    done.WaitForNotification();
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  const std::string text = Scrape();
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("MadeUp")));
+  // (gRPC serves an unknown path with its generic handler: a bidi stream.)
+  EXPECT_EQ(SampleValue(text, "grpc_server_handled_total{grpc_type=\"bidi_stream\",grpc_service="
+                              "\"unknown\",grpc_method=\"unknown\",grpc_code=\"Unimplemented\"}"),
+            3)
       << text;
 }
 

@@ -113,6 +113,18 @@ TEST(LogFormatTest, JsonLinesAreOneEscapedObject) {
                           "domain \"a\\b\"\nnext\tline \x01"),
             "{\"time\":\"2026-12-02T10:57:29.123Z\",\"level\":\"INFO\",\"logger\":\"virtgated\","
             "\"message\":\"domain \\\"a\\\\b\\\"\\nnext\\tline \\u0001\"}\n");
+  // Valid UTF-8 passes; any byte that is not part of it becomes U+FFFD
+  // (a lone continuation byte, an overlong form, a truncated sequence).
+  auto message = [&](absl::string_view text) {
+    const std::string line = FormatLogLine(LogFormat::kJson, LogLevel::kInfo, t, text);
+    const size_t start = line.find("\"message\":\"") + 11;
+    return line.substr(start, line.size() - start - 3);  // without "}\n
+  };
+  EXPECT_EQ(message("g\xc3\xa4st \xf0\x9f\x98\x80"), "g\xc3\xa4st \xf0\x9f\x98\x80");
+  EXPECT_EQ(message("a\xff" "b"), "a\\ufffdb");
+  EXPECT_EQ(message("\xc0\xaf"), "\\ufffd\\ufffd");
+  EXPECT_EQ(message("x\xe2\x82"), "x\\ufffd\\ufffd");
+  EXPECT_EQ(message("\xed\xa0\x80"), "\\ufffd\\ufffd\\ufffd");  // a surrogate
   LogFormat format;
   EXPECT_TRUE(ParseLogFormat("JSON", &format));
   EXPECT_EQ(format, LogFormat::kJson);
