@@ -103,20 +103,55 @@ absl::Status ValidateOptions(const Server::Options& options) {
     return absl::InvalidArgumentError("--listen_group applies to a unix socket (--listen=unix:PATH)");
   }
   // The same address twice (but port 0, which picks two free ports).
-  if (!options.health_listen.empty() && options.health_listen == options.listen &&
-      !absl::EndsWith(options.listen, ":0")) {
-    return absl::InvalidArgumentError(
-        "--health_listen must differ from --listen: it serves health alone, on a port of its own");
-  }
-  if (!options.metrics_listen.empty() && options.metrics_listen == options.listen &&
-      !absl::EndsWith(options.listen, ":0")) {
-    return absl::InvalidArgumentError(
-        "--metrics_listen must differ from --listen: it serves HTTP, on a port of its own");
+  struct OwnPort {
+    const std::string& address;
+    const char* why;
+  };
+  for (const OwnPort& other :
+       {OwnPort{options.health_listen,
+                "--health_listen must differ from --listen: it serves health alone, on a port "
+                "of its own"},
+        OwnPort{options.metrics_listen,
+                "--metrics_listen must differ from --listen: it serves HTTP, on a port of its "
+                "own"}}) {
+    if (!other.address.empty() && other.address == options.listen &&
+        !absl::EndsWith(options.listen, ":0")) {
+      return absl::InvalidArgumentError(other.why);
+    }
   }
   if (options.max_call_time <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--max_call_time must be positive");
   }
   return ValidateConnectionLimits(options.connection_limits);
+}
+
+// `text` parsed as an address for `flag`, or nullopt when it is empty (off).
+absl::StatusOr<std::optional<ListenAddress>> OptionalListen(const std::string& text,
+                                                            const std::string& flag) {
+  if (text.empty()) return std::nullopt;
+  absl::StatusOr<ListenAddress> parsed = ParseListenAddress(text, flag);
+  if (!parsed.ok()) return parsed.status();
+  return std::optional<ListenAddress>(*std::move(parsed));
+}
+
+// --metrics_listen: HTTP on TCP only, and off loopback only with
+// --metrics_insecure (it is plaintext).
+absl::StatusOr<std::optional<ListenAddress>> MetricsListen(const Server::Options& o) {
+  absl::StatusOr<std::optional<ListenAddress>> m =
+      OptionalListen(o.metrics_listen, "--metrics_listen");
+  if (!m.ok() || !m->has_value()) return m;
+  if ((*m)->unix_socket) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metrics_listen=", o.metrics_listen, ": serves HTTP on TCP only (HOST:PORT); "
+        "Prometheus cannot scrape a unix socket"));
+  }
+  if (!(*m)->loopback && !o.metrics_insecure) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to serve /metrics in plaintext on non-loopback address ", o.metrics_listen,
+        ": it names every domain and its state; give --metrics_insecure to accept that (and "
+        "limit who reaches the port), or serve it on loopback"));
+  }
+  return m;
 }
 
 ConnectOptions Connect(const Server::Options& o) {
@@ -157,31 +192,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   }
   absl::StatusOr<ListenAddress> listen = ParseListenAddress(options.listen);
   if (!listen.ok()) return listen.status();
-  std::optional<ListenAddress> health_listen;
-  if (!options.health_listen.empty()) {
-    absl::StatusOr<ListenAddress> h = ParseListenAddress(options.health_listen, "--health_listen");
-    if (!h.ok()) return h.status();
-    health_listen = *std::move(h);
-  }
-  std::optional<ListenAddress> metrics_listen;
-  if (!options.metrics_listen.empty()) {
-    absl::StatusOr<ListenAddress> m =
-        ParseListenAddress(options.metrics_listen, "--metrics_listen");
-    if (!m.ok()) return m.status();
-    if (m->unix_socket) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--metrics_listen=", options.metrics_listen, ": serves HTTP on TCP only (HOST:PORT); "
-          "Prometheus cannot scrape a unix socket"));
-    }
-    if (!m->loopback && !options.metrics_insecure) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "refusing to serve /metrics in plaintext on non-loopback address ",
-          options.metrics_listen, ": it names every domain and its state; give "
-          "--metrics_insecure to accept that (and limit who reaches the port), or serve it on "
-          "loopback"));
-    }
-    metrics_listen = *std::move(m);
-  }
+  absl::StatusOr<std::optional<ListenAddress>> health_listen =
+      OptionalListen(options.health_listen, "--health_listen");
+  if (!health_listen.ok()) return health_listen.status();
+  absl::StatusOr<std::optional<ListenAddress>> metrics_listen = MetricsListen(options);
+  if (!metrics_listen.ok()) return metrics_listen.status();
   std::unique_ptr<StagedTlsFiles> tls_files;
   std::shared_ptr<Authorizer> authorizer;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
@@ -191,8 +206,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   server->tls_files_ = std::move(tls_files);
   server->authorizer_ = std::move(authorizer);
   server->listen_ = *std::move(listen);
-  server->health_listen_ = std::move(health_listen);
-  server->metrics_listen_ = std::move(metrics_listen);
+  server->health_listen_ = *std::move(health_listen);
+  server->metrics_listen_ = *std::move(metrics_listen);
   const Options& o = server->options_;
 
   server->workers_ = std::make_unique<WorkerPool>(
@@ -209,26 +224,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
                                        server->reads_, server->reconnect_);
   server->WaitForLibvirt();
 
-  server->stats_ = std::make_shared<BulkStatsReader>(
-      BulkStatsReader::Options{o.pool_size * o.max_calls_per_connection, o.max_replacement_workers,
-                               o.bulk_stats_budget},
-      server->pool_, server->reads_);
-  auto facts = std::make_shared<FactsReader>(server->stats_, server->reads_);
-  absl::StatusOr<PageTokenKey> key = PageTokenKey::Random();
-  if (!key.ok()) return key.status();
-  auto tokens = std::make_shared<const PageTokenKey>(*std::move(key));
-  server->lister_ = std::make_shared<DomainLister>(
-      server->cache_, std::make_shared<ListingSnapshots>(ListingSnapshots::Options{}),
-      server->pool_, server->reads_, facts,
-      std::make_shared<LibvirtLister>(server->cache_, server->pool_, server->reads_, facts,
-                                      tokens),
-      tokens);
-  server->timers_ = std::make_unique<TimerThread>();
-  server->service_ = std::make_unique<HypervisorService>(HypervisorService::Deps{
-      PageLimits{}, tokens, o.watch_limits,
-      CallRunner{server->workers_.get(), server->timers_.get(), o.max_call_time},
-      server->lister_, server->cache_, server->hub_,
-      server->timers_.get(), server->pool_, server->stats_, server->host_, server->feed_.get()});
+  if (absl::Status s = server->BuildReadsAndService(); !s.ok()) return s;
 
   // /metrics first: a port it cannot have fails the start before clients
   // are served. (A later failure stops it with the Server.)
@@ -253,6 +249,27 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
                              "/metrics")
               : "");
   return server;
+}
+
+absl::Status Server::BuildReadsAndService() {
+  const Options& o = options_;
+  stats_ = std::make_shared<BulkStatsReader>(
+      BulkStatsReader::Options{o.pool_size * o.max_calls_per_connection, o.max_replacement_workers,
+                               o.bulk_stats_budget},
+      pool_, reads_);
+  auto facts = std::make_shared<FactsReader>(stats_, reads_);
+  absl::StatusOr<PageTokenKey> key = PageTokenKey::Random();
+  if (!key.ok()) return key.status();
+  auto tokens = std::make_shared<const PageTokenKey>(*std::move(key));
+  lister_ = std::make_shared<DomainLister>(
+      cache_, std::make_shared<ListingSnapshots>(ListingSnapshots::Options{}), pool_, reads_, facts,
+      std::make_shared<LibvirtLister>(cache_, pool_, reads_, facts, tokens), tokens);
+  timers_ = std::make_unique<TimerThread>();
+  service_ = std::make_unique<HypervisorService>(
+      HypervisorService::Deps{PageLimits{}, tokens, o.watch_limits,
+                              CallRunner{workers_.get(), timers_.get(), o.max_call_time}, lister_,
+                              cache_, hub_, timers_.get(), pool_, stats_, host_, feed_.get()});
+  return absl::OkStatus();
 }
 
 void Server::WaitForLibvirt() {

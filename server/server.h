@@ -145,6 +145,9 @@ class Server {
  private:
   explicit Server(Options options) : options_(std::move(options)) {}
 
+  // The readers (bulk stats, facts, listings) and the gRPC service over
+  // them; fails only if no page-token key can be made.
+  absl::Status BuildReadsAndService();
   // Starts the health-only server (--health_listen), if asked, then the
   // gRPC server; sets address_ and port_.
   absl::Status StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials);

@@ -25,10 +25,10 @@ const std::string& StateLabel(v1::DomainState state) {
   static const auto* labels = [] {
     auto* l = new std::vector<std::string>();
     for (int s = 0; s <= v1::DomainState_MAX; ++s) {
-      l->push_back(v1::DomainState_IsValid(s)
-                       ? EnumLabel(v1::DomainState_Name(static_cast<v1::DomainState>(s)),
-                                   "DOMAIN_STATE_")
-                       : "unknown");
+      l->push_back(
+          v1::DomainState_IsValid(s)
+              ? EnumLabel(v1::DomainState_Name(static_cast<v1::DomainState>(s)), "DOMAIN_STATE_")
+              : "unknown");
     }
     return l;
   }();
@@ -59,17 +59,14 @@ void ServerMetrics::WriteLibvirt(Exposition* out) const {
               T::kGauge);
   out->Sample("virtgate_libvirt_up", {{"uri", options_.libvirt_uri}},
               deps_.availability->Get().calls_up ? 1 : 0);
-  out->Family("virtgate_libvirt_connections", "Call connections to libvirt (--pool_size).",
-              T::kGauge);
-  out->Sample("virtgate_libvirt_connections", pool.connections_total);
-  out->Family("virtgate_libvirt_connections_up", "Call connections to libvirt that are up.",
-              T::kGauge);
-  out->Sample("virtgate_libvirt_connections_up", pool.connections_up);
-  out->Family("virtgate_libvirt_connection_leases",
+  out->Single("virtgate_libvirt_connections", "Call connections to libvirt (--pool_size).",
+              T::kGauge, pool.connections_total);
+  out->Single("virtgate_libvirt_connections_up", "Call connections to libvirt that are up.",
+              T::kGauge, pool.connections_up);
+  out->Single("virtgate_libvirt_connection_leases",
               "Calls holding a call connection now (at most pool_size x "
               "max_calls_per_connection).",
-              T::kGauge);
-  out->Sample("virtgate_libvirt_connection_leases", pool.in_flight);
+              T::kGauge, pool.in_flight);
   out->Family("virtgate_libvirt_reconnects_total",
               "libvirt connections opened again after one was lost (or, for calls, retired "
               "because a call was stuck on it): the call connections (calls) and the event "
@@ -108,79 +105,66 @@ void ServerMetrics::WriteLibvirt(Exposition* out) const {
 
 void ServerMetrics::WriteWorkers(Exposition* out) const {
   const WorkerPool::Stats workers = deps_.workers->GetStats();
-  out->Family("virtgate_libvirt_calls_stuck",
+  out->Single("virtgate_libvirt_calls_stuck",
               "Calls running past their deadline inside libvirt (a stalled libvirtd): workers "
               "and bulk-stats reads.",
-              T::kGauge);
-  out->Sample("virtgate_libvirt_calls_stuck", workers.stuck + deps_.stats->stuck_calls());
-  out->Family("virtgate_libvirt_busy_domains",
+              T::kGauge, workers.stuck + deps_.stats->stuck_calls());
+  out->Single("virtgate_libvirt_busy_domains",
               "Domains whose QEMU monitor is occupied, served from the cache until it answers.",
-              T::kGauge);
-  out->Sample("virtgate_libvirt_busy_domains",
-              static_cast<double>(deps_.stats->busy().Busy().size()));
-  out->Family("virtgate_workers", "Worker threads alive (replacements included).", T::kGauge);
-  out->Sample("virtgate_workers", workers.threads);
-  out->Family("virtgate_workers_busy", "Worker threads running a call.", T::kGauge);
-  out->Sample("virtgate_workers_busy", workers.busy);
-  out->Family("virtgate_worker_replacements",
-              "Extra worker threads standing in for ones stuck in libvirt now.", T::kGauge);
-  out->Sample("virtgate_worker_replacements", workers.replacements);
-  out->Family("virtgate_worker_replacements_started_total",
-              "Extra worker threads started for stuck ones, ever.", T::kCounter);
-  out->Sample("virtgate_worker_replacements_started_total",
+              T::kGauge, static_cast<double>(deps_.stats->busy().Busy().size()));
+  out->Single("virtgate_workers", "Worker threads alive (replacements included).", T::kGauge,
+              workers.threads);
+  out->Single("virtgate_workers_busy", "Worker threads running a call.", T::kGauge, workers.busy);
+  out->Single("virtgate_worker_replacements",
+              "Extra worker threads standing in for ones stuck in libvirt now.", T::kGauge,
+              workers.replacements);
+  out->Single("virtgate_worker_replacements_started_total",
+              "Extra worker threads started for stuck ones, ever.", T::kCounter,
               static_cast<double>(workers.replacements_started));
-  out->Family("virtgate_worker_queue_depth", "Calls waiting for a free worker.", T::kGauge);
-  out->Sample("virtgate_worker_queue_depth", workers.queued);
-  out->Family("virtgate_worker_rejections_total",
+  out->Single("virtgate_worker_queue_depth", "Calls waiting for a free worker.", T::kGauge,
+              workers.queued);
+  out->Single("virtgate_worker_rejections_total",
               "Calls refused with RESOURCE_EXHAUSTED because --max_queued_calls were waiting.",
-              T::kCounter);
-  out->Sample("virtgate_worker_rejections_total", static_cast<double>(workers.rejected));
+              T::kCounter, static_cast<double>(workers.rejected));
 }
 
 void ServerMetrics::WriteEvents(Exposition* out) const {
   const DomainCache::Stats cache = deps_.cache->GetStats();
   const EventHub::WatchStats watch = deps_.hub->GetWatchStats();
-  out->Family("virtgate_events_up",
+  out->Single("virtgate_events_up",
               "1 while lifecycle events flow from libvirt and the domain cache is in step.",
-              T::kGauge);
-  out->Sample("virtgate_events_up", cache.current ? 1 : 0);
+              T::kGauge, cache.current ? 1 : 0);
   out->Family("virtgate_libvirt_events_received_total",
               "Lifecycle events libvirt delivered, by type.", T::kCounter);
   for (int type = 1; type < static_cast<int>(cache.received.size()); ++type) {
     if (!v1::LifecycleEventType_IsValid(type)) continue;
-    out->Sample("virtgate_libvirt_events_received_total",
-                {{"type", EnumLabel(v1::LifecycleEventType_Name(
-                                        static_cast<v1::LifecycleEventType>(type)),
-                                    "LIFECYCLE_EVENT_TYPE_")}},
-                static_cast<double>(cache.received[type]));
+    out->Sample(
+        "virtgate_libvirt_events_received_total",
+        {{"type", EnumLabel(v1::LifecycleEventType_Name(static_cast<v1::LifecycleEventType>(type)),
+                            "LIFECYCLE_EVENT_TYPE_")}},
+        static_cast<double>(cache.received[type]));
   }
-  out->Family("virtgate_events_last_sequence",
+  out->Single("virtgate_events_last_sequence",
               "Sequence number of the last message published to watchers (WatchLifecycle).",
-              T::kGauge);
-  out->Sample("virtgate_events_last_sequence", static_cast<double>(cache.sequence));
-  out->Family("virtgate_events_lost_total",
-              "Outages of the event connection (each one a LOST message to watchers).",
-              T::kCounter);
-  out->Sample("virtgate_events_lost_total", static_cast<double>(cache.losses));
-  out->Family("virtgate_domain_cache_resyncs_total",
+              T::kGauge, static_cast<double>(cache.sequence));
+  out->Single("virtgate_events_lost_total",
+              "Outages of the event connection (each one a LOST message to watchers).", T::kCounter,
+              static_cast<double>(cache.losses));
+  out->Single("virtgate_domain_cache_resyncs_total",
               "Re-listings of every domain that brought the cache back in step (after an "
               "outage, or drift).",
-              T::kCounter);
-  out->Sample("virtgate_domain_cache_resyncs_total", static_cast<double>(cache.resyncs));
-  out->Family("virtgate_domain_cache_drift_resyncs_total",
-              "Re-listings because a read saw a state no event explained.", T::kCounter);
-  out->Sample("virtgate_domain_cache_drift_resyncs_total",
+              T::kCounter, static_cast<double>(cache.resyncs));
+  out->Single("virtgate_domain_cache_drift_resyncs_total",
+              "Re-listings because a read saw a state no event explained.", T::kCounter,
               static_cast<double>(cache.drift_resyncs));
-  out->Family("virtgate_watch_streams", "Open WatchLifecycle streams.", T::kGauge);
-  out->Sample("virtgate_watch_streams", static_cast<double>(watch.subscribers));
-  out->Family("virtgate_watch_queue_depth_max",
+  out->Single("virtgate_watch_streams", "Open WatchLifecycle streams.", T::kGauge,
+              static_cast<double>(watch.subscribers));
+  out->Single("virtgate_watch_queue_depth_max",
               "Messages queued for the slowest watcher now (--watch_queue_depth ends it).",
-              T::kGauge);
-  out->Sample("virtgate_watch_queue_depth_max", static_cast<double>(watch.max_queued));
-  out->Family("virtgate_watchers_dropped_total",
+              T::kGauge, static_cast<double>(watch.max_queued));
+  out->Single("virtgate_watchers_dropped_total",
               "Watch streams ended because their queue overflowed (the client resumes).",
-              T::kCounter);
-  out->Sample("virtgate_watchers_dropped_total", static_cast<double>(watch.overflows));
+              T::kCounter, static_cast<double>(watch.overflows));
 }
 
 void ServerMetrics::WriteDomains(Exposition* out) const {
@@ -194,8 +178,8 @@ void ServerMetrics::WriteDomains(Exposition* out) const {
     by_state[static_cast<v1::DomainState>(s)] = 0;
   }
   for (const DomainCache::Record& d : view.domains) ++by_state[d->state()];
-  out->Family("virtgate_domains",
-              "Domains by state, from the event-fed cache (no libvirt call).", T::kGauge);
+  out->Family("virtgate_domains", "Domains by state, from the event-fed cache (no libvirt call).",
+              T::kGauge);
   for (const auto& [state, n] : by_state) {
     out->Sample("virtgate_domains", {{"state", StateLabel(state)}}, n);
   }

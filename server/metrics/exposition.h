@@ -29,6 +29,13 @@ class Exposition {
   // Starts a family: `# HELP name help` and `# TYPE name type`.
   void Family(absl::string_view name, absl::string_view help, Type type);
 
+  // A family of one sample without labels: Family(name, help, type), then
+  // `name value`.
+  void Single(absl::string_view name, absl::string_view help, Type type, double value) {
+    Family(name, help, type);
+    Sample(name, value);
+  }
+
   // `name{labels} value` for the current family (a counter's name ends in
   // _total; the family's name is taken as given).
   void Sample(absl::string_view name, const Labels& labels, double value);

@@ -127,11 +127,6 @@ int BoundPort(int fd, int asked) {
 
 absl::StatusOr<std::unique_ptr<MetricsListener>> MetricsListener::Start(
     const ListenAddress& address, std::shared_ptr<const MetricsSource> source) {
-  if (address.unix_socket) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        address.flag, "=", address.text, ": serves HTTP on TCP only (HOST:PORT); Prometheus "
-        "cannot scrape a unix socket"));
-  }
   absl::StatusOr<int> fd = Bind(address);
   if (!fd.ok()) return fd.status();
   // libmicrohttpd owns (and closes) the socket it is given, on success and,

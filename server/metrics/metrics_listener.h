@@ -30,7 +30,8 @@ class MetricsSource {
 
 class MetricsListener {
  public:
-  // Listens on `address` (TCP only; its flag names every error).
+  // Listens on `address`, a TCP one (Server refuses a unix socket for
+  // --metrics_listen before anything starts); its flag names every error.
   static absl::StatusOr<std::unique_ptr<MetricsListener>> Start(
       const ListenAddress& address, std::shared_ptr<const MetricsSource> source);
   ~MetricsListener();  // Shutdown()

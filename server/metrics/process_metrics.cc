@@ -71,28 +71,23 @@ void ProcessMetrics::Write(Exposition* out) const {
   const std::vector<std::string> stat = StatFields();
   const double ticks = ticks_per_second_ > 0 ? static_cast<double>(ticks_per_second_) : 100.0;
   using T = Exposition::Type;
-  out->Family("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-              T::kCounter);
-  out->Sample("process_cpu_seconds_total", (Field(stat, 14) + Field(stat, 15)) / ticks);
-  out->Family("process_resident_memory_bytes", "Resident memory size in bytes.", T::kGauge);
-  out->Sample("process_resident_memory_bytes",
+  out->Single("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+              T::kCounter, (Field(stat, 14) + Field(stat, 15)) / ticks);
+  out->Single("process_resident_memory_bytes", "Resident memory size in bytes.", T::kGauge,
               Field(stat, 24) * static_cast<double>(sysconf(_SC_PAGESIZE)));
-  out->Family("process_virtual_memory_bytes", "Virtual memory size in bytes.", T::kGauge);
-  out->Sample("process_virtual_memory_bytes", Field(stat, 23));
-  out->Family("process_start_time_seconds",
-              "Start time of the process since unix epoch in seconds.", T::kGauge);
-  out->Sample("process_start_time_seconds", boot_time_seconds_ + Field(stat, 22) / ticks);
-  out->Family("process_open_fds", "Number of open file descriptors.", T::kGauge);
-  out->Sample("process_open_fds", OpenFds());
+  out->Single("process_virtual_memory_bytes", "Virtual memory size in bytes.", T::kGauge,
+              Field(stat, 23));
+  out->Single("process_start_time_seconds",
+              "Start time of the process since unix epoch in seconds.", T::kGauge,
+              boot_time_seconds_ + Field(stat, 22) / ticks);
+  out->Single("process_open_fds", "Number of open file descriptors.", T::kGauge, OpenFds());
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    out->Family("process_max_fds", "Maximum number of open file descriptors.", T::kGauge);
-    out->Sample("process_max_fds", limit.rlim_cur == RLIM_INFINITY
-                                       ? -1.0
-                                       : static_cast<double>(limit.rlim_cur));
+    out->Single("process_max_fds", "Maximum number of open file descriptors.", T::kGauge,
+                limit.rlim_cur == RLIM_INFINITY ? -1.0 : static_cast<double>(limit.rlim_cur));
   }
-  out->Family("virtgate_process_threads", "Threads of the virtgated process.", T::kGauge);
-  out->Sample("virtgate_process_threads", Field(stat, 20));
+  out->Single("virtgate_process_threads", "Threads of the virtgated process.", T::kGauge,
+              Field(stat, 20));
 }
 
 }  // namespace virtgate
