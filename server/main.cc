@@ -11,6 +11,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/base/bounded_run.h"
 #include "server/base/log.h"
 #include "server/base/service_manager.h"
 #include "server/server.h"
@@ -79,5 +80,7 @@ int main(int argc, char** argv) {
   virtgate::LogInfo("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; shutting down (grace ",
                     absl::FormatDuration(grace), ")");
   (*server)->Shutdown(grace);
-  return 0;
+  // Not exit handlers under a thread left inside libvirt (OPENSSL_cleanup
+  // would free what it is using).
+  virtgate::ExitAfterShutdown(0);
 }

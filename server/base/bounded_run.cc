@@ -1,11 +1,27 @@
 #include "server/base/bounded_run.h"
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
 
 namespace virtgate {
+namespace {
+std::atomic<bool> abandoned{false};
+}  // namespace
+
+void NoteAbandonedThread() { abandoned.store(true); }
+
+void ExitAfterShutdown(int code) {
+  if (!abandoned.load()) std::exit(code);
+  std::fflush(nullptr);
+  _exit(code);
+}
 
 bool RunOrAbandon(std::function<void()> work, absl::Time deadline) {
   auto done = std::make_shared<absl::Notification>();
@@ -18,6 +34,7 @@ bool RunOrAbandon(std::function<void()> work, absl::Time deadline) {
     return true;
   }
   thread.detach();
+  NoteAbandonedThread();
   return false;
 }
 

@@ -11,7 +11,16 @@
 
 namespace virtgate {
 
-// True if `work` finished by `deadline`.
+// True if `work` finished by `deadline`. Otherwise NoteAbandonedThread().
 bool RunOrAbandon(std::function<void()> work, absl::Time deadline);
+
+// Records that a thread was left running, possibly inside libvirt, which
+// uses process-wide state (OpenSSL, SASL) that exit handlers free. A process
+// that abandoned one must end with _exit, not exit (ExitAfterShutdown).
+void NoteAbandonedThread();
+
+// Ends the process with `code`: through exit handlers normally (so leak
+// checkers run), with fflush + _exit if a thread was abandoned.
+[[noreturn]] void ExitAfterShutdown(int code);
 
 }  // namespace virtgate

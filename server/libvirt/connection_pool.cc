@@ -494,6 +494,7 @@ void ConnectionPool::Shutdown(absl::Time deadline) {
   } else {
     LogWarning("shutdown: abandoning the libvirt maintenance thread, stuck in libvirt");
     core_->maintenance.detach();
+    NoteAbandonedThread();
   }
   // Closing talks to libvirtd, which may be stalled: on a thread of its own,
   // waited for only until the deadline.

@@ -281,6 +281,7 @@ void LifecycleFeed::Shutdown(absl::Time deadline) {
   if (!core_->Stop(deadline)) {
     LogWarning("shutdown: abandoning the lifecycle event thread, stuck in libvirt");
     core_->thread.detach();
+    NoteAbandonedThread();
     return;
   }
   core_->thread.join();

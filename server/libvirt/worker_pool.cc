@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/base/bounded_run.h"
 #include "server/base/log.h"
 
 namespace virtgate {
@@ -127,6 +128,7 @@ int WorkerPool::Shutdown(absl::Time deadline) {
     // Idle workers exit as soon as they wake; only busy ones are abandoned.
     state_->mu.Await(absl::Condition(state_.get(), &State::OnlyBusyLeft));
     abandoned = state_->busy;
+    if (abandoned > 0) NoteAbandonedThread();
   }
   state_->shut_down = true;
   return abandoned;
