@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "server/libvirt/handles.h"
 #include "server/server.h"
 #include "tests/bench/latencies.h"
@@ -306,6 +307,7 @@ void RegisterAll() {
 }  // namespace virtgate
 
 int main(int argc, char** argv) {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);  // as virtgated
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   virtgate::RegisterAll();
