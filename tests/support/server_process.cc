@@ -53,7 +53,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(Config confi
   v->target_ = config.target;
   const std::string socket_path(absl::StripPrefix(config.target, "unix:"));
   v->log_path_ = config.log_path.empty() ? socket_path + ".log" : config.log_path;
-  v->rpc_trace_path_ = socket_path + ".libvirt-rpc.log";
+  v->rpc_trace_path_ = v->log_path_ + ".libvirt-rpc.log";
   const int log_fd = open(v->log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return absl::InternalError(absl::StrCat("open log: ", strerror(errno)));
 
