@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -14,6 +15,7 @@
 #include "absl/time/time.h"
 #include "server/base/bounded_run.h"
 #include "server/base/log.h"
+#include "server/base/memory_trimmer.h"
 #include "server/base/service_manager.h"
 #include "server/server.h"
 #include "server/server_flags.h"
@@ -76,6 +78,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "virtgated: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
+  // Memory freed after a storm goes back to the system (see MemoryTrimmer).
+  auto trimmer = std::make_unique<virtgate::MemoryTrimmer>(virtgate::MemoryTrimmer::Options{});
   // Under systemd (Type=notify): started once the listener answers.
   virtgate::ServiceManager::Ready(absl::StrCat("serving on ", (*server)->address()));
 
@@ -86,6 +90,7 @@ int main(int argc, char** argv) {
   virtgate::LogInfo("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; shutting down (grace ",
                     absl::FormatDuration(grace), ")");
   (*server)->Shutdown(grace);
+  trimmer.reset();
   // Not exit handlers under a thread left inside libvirt (OPENSSL_cleanup
   // would free what it is using).
   virtgate::ExitAfterShutdown(0);

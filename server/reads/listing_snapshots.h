@@ -6,10 +6,17 @@
 // none.
 //
 // A snapshot is a vector of shared immutable records (no copies of the
-// domains). Bounded: at most `max_records` records held in all, the oldest
-// snapshot dropped first, and each dropped `ttl` after its last use. A page
-// whose snapshot is gone is served from the live cache instead; its
-// response then names its own, later sequence (see ListDomainsResponse).
+// domains). But a record it holds outlives the cache's next version of it,
+// and a FRESH read makes a new version of every domain it reads (new
+// facts), so each paged FRESH listing pins a whole generation of records
+// (about 330 bytes each) until its snapshot goes. Bounded: at most
+// `max_records` records held in all (40,000: about 13 MB; four paged
+// listings of 10,000 domains), the least recently used snapshot dropped
+// first, and each dropped `ttl` after its last use, checked at every Keep
+// and Find. A page whose snapshot is gone is served from the live cache
+// instead; its response then names its own, later sequence (see
+// ListDomainsResponse). The cap was 1,000,000 records: 330 MB held after a
+// minute of paged listings of 10,000 domains (deploy/bench.sh).
 //
 // Thread-safe.
 #pragma once
@@ -32,7 +39,7 @@ class ListingSnapshots {
   using View = std::shared_ptr<const DomainCache::View>;
 
   struct Options {
-    size_t max_records = 1000000;
+    size_t max_records = 40000;
     absl::Duration ttl = absl::Seconds(60);
   };
 

@@ -26,9 +26,10 @@ struct BenchPlan {
   int events_per_case = 100;
   int sustained_watchers = 100;
   int actors = 4;
-  absl::Duration sustained_time = absl::Seconds(5);
+  absl::Duration sustained_time = absl::Seconds(2);  // per paced rate
   int storm_size = 10000;
   int storm_watchers = 1000;
+  absl::Duration storm_limit = absl::Minutes(3);  // how long the bench waits for it
 
   static BenchPlan Quick();
 };
