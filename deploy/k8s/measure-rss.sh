@@ -69,6 +69,10 @@ for phase in $(seq "$phases"); do
   end=$(date +%s.%N)
   echo "phase $phase: $((rounds * parallel)) listings ($parallel at once) in $(echo "$end - $start" | bc) s, virtgated CPU $(echo "$(cpu) - $cpu0" | bc) s: VmRSS $(mem VmRSS), peak VmHWM $(mem VmHWM)"
 done
-sleep 5
-echo "idle again 5 s later: VmRSS $(mem VmRSS), peak VmHWM $(mem VmHWM)"
+# Paged listings' snapshots go 60 s after their last use, and virtgated gives
+# back what malloc holds free every 10 s (MemoryTrimmer).
+sleep 12
+echo "idle again 12 s later: VmRSS $(mem VmRSS), peak VmHWM $(mem VmHWM)"
+sleep 60
+echo "idle 72 s later (snapshots expired): VmRSS $(mem VmRSS)"
 echo "threads: $(awk '$1 == "Threads:" { print $2 }' "/proc/$vpid/status")"

@@ -57,12 +57,15 @@ uint64_t MemoryTrimmer::trims() const {
 
 void MemoryTrimmer::Loop() {
   size_t trimmed_at = 0;
-  absl::MutexLock lock(&mu_);
-  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.interval)) {
-    mu_.Unlock();
-    const bool trimmed = TrimIfWorthIt(options_.min_free_bytes, &trimmed_at);
-    mu_.Lock();
-    if (trimmed) ++trims_;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.interval)) return;
+    }
+    if (TrimIfWorthIt(options_.min_free_bytes, &trimmed_at)) {
+      absl::MutexLock lock(&mu_);
+      ++trims_;
+    }
   }
 }
 

@@ -1,8 +1,41 @@
 #include "server/reads/listing_snapshots.h"
 
 #include <utility>
+#include <vector>
 
 namespace virtgate {
+
+ListingSnapshots::ListingSnapshots(Options options) : options_(options) {
+  sweeper_ = std::thread([this] { SweepLoop(); });
+}
+
+ListingSnapshots::~ListingSnapshots() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  sweeper_.join();
+}
+
+void ListingSnapshots::SweepLoop() {
+  for (;;) {
+    std::vector<View> dropped;  // freed after the lock (declared before it)
+    absl::MutexLock lock(&mu_);
+    // Wakes at the least recently used snapshot's expiry, or when one is
+    // kept into an empty set, or to stop.
+    const absl::Time next = kept_.empty() ? absl::InfiniteFuture() : kept_.front().expires;
+    auto wake = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || (!kept_.empty() && kept_.front().expires < next);
+    };
+    mu_.AwaitWithDeadline(absl::Condition(&wake), next);
+    if (stopping_) return;
+    const absl::Time now = absl::Now();
+    while (!kept_.empty() && kept_.front().expires <= now) {
+      dropped.push_back(kept_.front().view);
+      DropLocked(kept_.begin());
+    }
+  }
+}
 
 void ListingSnapshots::DropLocked(std::list<Kept>::iterator it) {
   records_ -= it->view->domains.size();

@@ -12,8 +12,8 @@
 // (about 330 bytes each) until its snapshot goes. Bounded: at most
 // `max_records` records held in all (40,000: about 13 MB; four paged
 // listings of 10,000 domains), the least recently used snapshot dropped
-// first, and each dropped `ttl` after its last use, checked at every Keep
-// and Find. A page whose snapshot is gone is served from the live cache
+// first, and each dropped `ttl` after its last use: by a thread of its own
+// (so an idle server lets go of them too) and at every Keep and Find. A page whose snapshot is gone is served from the live cache
 // instead; its response then names its own, later sequence (see
 // ListDomainsResponse). The cap was 1,000,000 records: 330 MB held after a
 // minute of paged listings of 10,000 domains (deploy/bench.sh).
@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -43,7 +44,8 @@ class ListingSnapshots {
     absl::Duration ttl = absl::Seconds(60);
   };
 
-  explicit ListingSnapshots(Options options) : options_(options) {}
+  explicit ListingSnapshots(Options options);
+  ~ListingSnapshots();  // stops the sweeping thread
 
   // Keeps `view` (every domain of the listing, in order); returns its id
   // (never 0).
@@ -60,13 +62,17 @@ class ListingSnapshots {
     absl::Time expires;
   };
   void DropLocked(std::list<Kept>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops expired snapshots as they expire, until the destructor.
+  void SweepLoop();
 
   const Options options_;
   mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::list<Kept> kept_ ABSL_GUARDED_BY(mu_);  // least recently used first
   absl::flat_hash_map<uint64_t, std::list<Kept>::iterator> by_id_ ABSL_GUARDED_BY(mu_);
   size_t records_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  std::thread sweeper_;  // last: started after the members it reads
 };
 
 }  // namespace virtgate
