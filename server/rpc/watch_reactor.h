@@ -30,6 +30,11 @@
 //
 // Filters are the hub's (WatchFilter): applied once, there. Coalescing is
 // the Coalescer's.
+//
+// Raw on the wire (HypervisorService registers the method so): the request
+// arrives as bytes and is parsed here (garbage is INVALID_ARGUMENT), and
+// each write is the HubMessage's shared serialized bytes, so a thousand
+// streams do not serialize the same event a thousand times.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -58,13 +63,12 @@ struct WatchDeps {
   TimerThread* timers = nullptr;       // closes coalescing windows
 };
 
-class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleResponse> {
+class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  // Starts the stream (or finishes it at once for a bad request). Owned by
-  // gRPC until OnDone.
-  static WatchReactor* Start(grpc::CallbackServerContext* ctx,
-                             const v1::WatchLifecycleRequest& request, const WatchDeps& deps,
-                             WatchRegistry* registry);
+  // Starts the stream for a serialized v1::WatchLifecycleRequest (or
+  // finishes it at once for a bad one). Owned by gRPC until OnDone.
+  static WatchReactor* Start(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
+                             const WatchDeps& deps, WatchRegistry* registry);
 
   // Ends the stream with UNAVAILABLE ("server shutting down"). Any thread.
   void EndForShutdown();
@@ -80,18 +84,22 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchLifecycleRes
     WatchReactor* watch ABSL_GUARDED_BY(mu);
   };
 
-  WatchReactor(grpc::CallbackServerContext* ctx, std::shared_ptr<EventHub> hub,
-               WatchRegistry* registry, absl::Duration coalesce, TimerThread* timers)
+  WatchReactor(grpc::CallbackServerContext* ctx, const WatchDeps& deps, WatchRegistry* registry,
+               absl::Duration coalesce)
       : ctx_(ctx),
-        hub_(std::move(hub)),
+        hub_(deps.hub),
         registry_(registry),
-        timers_(timers),
+        timers_(deps.timers),
         handle_(std::make_shared<Handle>()),
         coalescer_(coalesce) {
     absl::MutexLock lock(&handle_->mu);
     handle_->watch = this;
   }
 
+  // Start, for a request that parsed.
+  static WatchReactor* Open(grpc::CallbackServerContext* ctx,
+                            const v1::WatchLifecycleRequest& request, const WatchDeps& deps,
+                            WatchRegistry* registry);
   // Subscribes as the request asks; the reason if it cannot.
   absl::Status Subscribe(const v1::WatchLifecycleRequest& request, WatchFilter filter,
                          const WatchDeps& deps);
