@@ -79,8 +79,8 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* HypervisorService::WatchLifecycle(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  return WatchReactor::Start(ctx, *request, WatchDeps{deps_.cache, deps_.hub, deps_.timers},
-                             &watches_);
+  return WatchReactor::Start(
+      ctx, *request, WatchDeps{deps_.cache, deps_.hub, deps_.timers, deps_.rpc_metrics}, &watches_);
 }
 
 }  // namespace virtgate

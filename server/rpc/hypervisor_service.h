@@ -23,6 +23,7 @@
 #include "server/reads/domain_lister.h"
 #include "server/reads/domain_query.h"
 #include "server/reads/page_token_key.h"
+#include "server/rpc/rpc_metrics.h"
 #include "server/rpc/unary_call.h"
 #include "server/rpc/watch_reactor.h"
 #include "server/rpc/watch_registry.h"
@@ -60,6 +61,8 @@ class HypervisorService final : public HypervisorServiceBase {
     std::shared_ptr<BulkStatsReader> stats;
     std::shared_ptr<HostFacts> host;
     LifecycleFeed* feed = nullptr;
+    // Watches report their calls here (RpcMetrics' interceptor skips them).
+    std::shared_ptr<RpcMetrics> rpc_metrics;
   };
 
   explicit HypervisorService(Deps deps)

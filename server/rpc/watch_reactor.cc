@@ -30,6 +30,7 @@ absl::StatusOr<v1::WatchLifecycleRequest> ParseRequest(const grpc::ByteBuffer& b
 
 WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
                                   const WatchDeps& deps, WatchRegistry* registry) {
+  deps.metrics->Started(kWatchLifecycleMethod, "server_stream");  // Handled by EndNowLocked
   absl::StatusOr<v1::WatchLifecycleRequest> parsed = ParseRequest(request);
   if (parsed.ok()) return Open(ctx, *parsed, deps, registry);
   auto* watch = new WatchReactor(ctx, deps, registry, absl::ZeroDuration());
@@ -202,6 +203,7 @@ void WatchReactor::EndNowLocked() {
   }
   ctx_->AddTrailingMetadata("virtgate-last-sequence", absl::StrCat(last_sent_));
   ctx_->AddTrailingMetadata("virtgate-epoch", hub_->epoch());
+  metrics_->Handled(kWatchLifecycleMethod, "server_stream", ending_->code, absl::ZeroDuration());
   Finish(grpc::Status(ending_->code, message));
 }
 
