@@ -18,6 +18,7 @@
 #include "server/base/quote.h"
 #include "server/libvirt/auth_file.h"
 #include "server/rpc/tls_credentials.h"
+#include "server/rpc/watch_reactor.h"
 #include "server/rpc/without_reflection.h"
 #include "server/server_metrics.h"
 
@@ -268,7 +269,8 @@ absl::Status Server::BuildReadsAndService() {
   service_ = std::make_unique<HypervisorService>(
       HypervisorService::Deps{PageLimits{}, tokens, o.watch_limits,
                               CallRunner{workers_.get(), timers_.get(), o.max_call_time}, lister_,
-                              cache_, hub_, timers_.get(), pool_, stats_, host_, feed_.get()});
+                              cache_, hub_, timers_.get(), pool_, stats_, host_, feed_.get(),
+                              rpc_metrics_});
   return absl::OkStatus();
 }
 
@@ -305,7 +307,9 @@ absl::Status Server::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credenti
       rpc_metrics_->Preregister(*service);
     }
   }
-  interceptors.push_back(RpcMetrics::InterceptorFactory(rpc_metrics_));
+  // Watches report themselves: an interceptor would cost each of their
+  // messages a second trip through gRPC's completion queue (rpc_metrics.h).
+  interceptors.push_back(RpcMetrics::InterceptorFactory(rpc_metrics_, {kWatchLifecycleMethod}));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(health_service_.get());
   if (!options_.reflection) builder.SetOption(std::make_unique<WithoutReflection>());

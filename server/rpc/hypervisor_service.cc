@@ -77,10 +77,10 @@ grpc::ServerUnaryReactor* HypervisorService::GetHostInfo(grpc::CallbackServerCon
   return FinishNow(ctx, absl::StatusOr<v1::HostInfo>(std::move(info)), response);
 }
 
-grpc::ServerWriteReactor<v1::WatchLifecycleResponse>* HypervisorService::WatchLifecycle(
-    grpc::CallbackServerContext* ctx, const v1::WatchLifecycleRequest* request) {
-  return WatchReactor::Start(ctx, *request, WatchDeps{deps_.cache, deps_.hub, deps_.timers},
-                             &watches_);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* HypervisorService::WatchLifecycle(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  return WatchReactor::Start(
+      ctx, *request, WatchDeps{deps_.cache, deps_.hub, deps_.timers, deps_.rpc_metrics}, &watches_);
 }
 
 }  // namespace virtgate

@@ -23,6 +23,7 @@
 #include "server/reads/domain_lister.h"
 #include "server/reads/domain_query.h"
 #include "server/reads/page_token_key.h"
+#include "server/rpc/rpc_metrics.h"
 #include "server/rpc/unary_call.h"
 #include "server/rpc/watch_reactor.h"
 #include "server/rpc/watch_registry.h"
@@ -32,7 +33,16 @@
 
 namespace virtgate {
 
-class HypervisorService final : public v1::Hypervisor::CallbackService {
+// The generated CallbackService, but with WatchLifecycle raw (ByteBuffer in
+// and out): each event is serialized once, in the EventHub, and every stream
+// writes those bytes (WatchReactor). Only the handler's C++ signature
+// differs: the method, its messages, reflection and clients are as declared
+// in the proto.
+using HypervisorServiceBase = v1::Hypervisor::WithCallbackMethod_ListDomains<
+    v1::Hypervisor::WithCallbackMethod_GetDomain<v1::Hypervisor::WithCallbackMethod_GetHostInfo<
+        v1::Hypervisor::WithRawCallbackMethod_WatchLifecycle<v1::Hypervisor::Service>>>>;
+
+class HypervisorService final : public HypervisorServiceBase {
  public:
   // What the service reads from. `calls`, `feed` and `timers` must outlive
   // the gRPC server (only gRPC threads use them).
@@ -51,6 +61,8 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
     std::shared_ptr<BulkStatsReader> stats;
     std::shared_ptr<HostFacts> host;
     LifecycleFeed* feed = nullptr;
+    // Watches report their calls here (RpcMetrics' interceptor skips them).
+    std::shared_ptr<RpcMetrics> rpc_metrics;
   };
 
   explicit HypervisorService(Deps deps)
@@ -69,8 +81,10 @@ class HypervisorService final : public v1::Hypervisor::CallbackService {
   grpc::ServerUnaryReactor* GetHostInfo(grpc::CallbackServerContext* ctx,
                                         const v1::GetHostInfoRequest* request,
                                         v1::HostInfo* response) override;
-  grpc::ServerWriteReactor<v1::WatchLifecycleResponse>* WatchLifecycle(
-      grpc::CallbackServerContext* ctx, const v1::WatchLifecycleRequest* request) override;
+  // `request` is a serialized v1::WatchLifecycleRequest; the stream carries
+  // serialized v1::WatchLifecycleResponse messages.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchLifecycle(
+      grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) override;
 
  private:
   const Deps deps_;

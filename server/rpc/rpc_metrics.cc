@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
@@ -65,15 +66,20 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
 
 class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  explicit MetricsInterceptorFactory(std::shared_ptr<RpcMetrics> metrics)
-      : metrics_(std::move(metrics)) {}
+  MetricsInterceptorFactory(std::shared_ptr<RpcMetrics> metrics,
+                            std::vector<std::string> handler_reported)
+      : metrics_(std::move(metrics)),
+        handler_reported_(handler_reported.begin(), handler_reported.end()) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(ServerRpcInfo* info) override {
-    return new MetricsInterceptor(metrics_, info->method() ? info->method() : "",
-                                  TypeLabel(info->type()));
+    const std::string method = info->method() ? info->method() : "";
+    // None at all: gRPC then runs the call's batches without interception.
+    if (handler_reported_.contains(method)) return nullptr;
+    return new MetricsInterceptor(metrics_, method, TypeLabel(info->type()));
   }
 
  private:
   const std::shared_ptr<RpcMetrics> metrics_;
+  const absl::flat_hash_set<std::string> handler_reported_;
 };
 
 // "/virtgate.v1.Hypervisor/ListDomains" -> ("virtgate.v1.Hypervisor", "ListDomains").
@@ -87,8 +93,10 @@ std::pair<absl::string_view, absl::string_view> SplitMethod(absl::string_view fu
 }  // namespace
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-RpcMetrics::InterceptorFactory(std::shared_ptr<RpcMetrics> metrics) {
-  return std::make_unique<MetricsInterceptorFactory>(std::move(metrics));
+RpcMetrics::InterceptorFactory(std::shared_ptr<RpcMetrics> metrics,
+                               std::vector<std::string> handler_reported) {
+  return std::make_unique<MetricsInterceptorFactory>(std::move(metrics),
+                                                     std::move(handler_reported));
 }
 
 void RpcMetrics::Preregister(const google::protobuf::ServiceDescriptor& service) {

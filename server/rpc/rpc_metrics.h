@@ -5,6 +5,15 @@
 // grpc-ecosystem/go-grpc-prometheus (grpc_server_handled_total{grpc_type,
 // grpc_service, grpc_method, grpc_code}, ...), so existing gRPC dashboards
 // and alerts work on them. Thread-safe.
+//
+// Except for the methods given to InterceptorFactory as handler-reported:
+// their handlers call Started and Handled themselves. An interceptor makes
+// gRPC 1.51 take every batch of its call through the completion queue twice
+// (after the post-hooks it re-posts the tag with an empty batch), so on a
+// server-streaming call with many messages (WatchLifecycle) it costs a
+// second completion per message: a third of the completions of a watch
+// fan-out, each of them O(open calls) in Debian's libgrpc (built without
+// NDEBUG, grpc_cq_end_op searches a list of every outstanding tag).
 #pragma once
 
 #include <google/protobuf/descriptor.h>
@@ -15,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -27,9 +37,10 @@ namespace virtgate {
 class RpcMetrics {
  public:
   // A factory for ServerBuilder::experimental().SetInterceptorCreators:
-  // every call's interceptor reports to `metrics`.
-  static std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-  InterceptorFactory(std::shared_ptr<RpcMetrics> metrics);
+  // every call's interceptor reports to `metrics`; calls of the
+  // `handler_reported` methods ("/package.Service/Method") get none.
+  static std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory(
+      std::shared_ptr<RpcMetrics> metrics, std::vector<std::string> handler_reported = {});
 
   // Every method of `service` with zero calls of each status code, so that a
   // code's first call is an increase Prometheus's rate() sees (a series

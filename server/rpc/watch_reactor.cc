@@ -1,5 +1,7 @@
 #include "server/rpc/watch_reactor.h"
 
+#include <grpcpp/impl/codegen/proto_utils.h>
+
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -11,12 +13,37 @@
 
 namespace virtgate {
 
-WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx,
-                                  const v1::WatchLifecycleRequest& request, const WatchDeps& deps,
-                                  WatchRegistry* registry) {
+namespace {
+
+absl::StatusOr<v1::WatchLifecycleRequest> ParseRequest(const grpc::ByteBuffer& bytes) {
+  grpc::ByteBuffer consumed(bytes);  // Deserialize takes its buffer; this one shares the slices
+  v1::WatchLifecycleRequest request;
+  if (!grpc::SerializationTraits<v1::WatchLifecycleRequest>::Deserialize(&consumed, &request)
+           .ok()) {
+    return absl::InvalidArgumentError(
+        "the request does not parse as a virtgate.v1.WatchLifecycleRequest");
+  }
+  return request;
+}
+
+}  // namespace
+
+WatchReactor* WatchReactor::Start(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
+                                  const WatchDeps& deps, WatchRegistry* registry) {
+  deps.metrics->Started(kWatchLifecycleMethod, "server_stream");  // Handled by EndNowLocked
+  absl::StatusOr<v1::WatchLifecycleRequest> parsed = ParseRequest(request);
+  if (parsed.ok()) return Open(ctx, *parsed, deps, registry);
+  auto* watch = new WatchReactor(ctx, deps, registry, absl::ZeroDuration());
+  absl::MutexLock lock(&watch->mu_);
+  watch->FinishLocked(Ending::From(parsed.status()));
+  return watch;
+}
+
+WatchReactor* WatchReactor::Open(grpc::CallbackServerContext* ctx,
+                                 const v1::WatchLifecycleRequest& request, const WatchDeps& deps,
+                                 WatchRegistry* registry) {
   auto* watch = new WatchReactor(
-      ctx, deps.hub, registry,
-      absl::Milliseconds(std::min(request.coalesce_ms(), kMaxCoalesceMs)), deps.timers);
+      ctx, deps, registry, absl::Milliseconds(std::min(request.coalesce_ms(), kMaxCoalesceMs)));
   absl::StatusOr<WatchFilter> filter = ParseWatchRequest(request);
   absl::Status refused = filter.status();
   // Admitted (within the limits) before it subscribes or takes a snapshot:
@@ -72,9 +99,9 @@ void WatchReactor::OnMessages() {
 }
 
 void WatchReactor::WriteLocked(EventHub::Message m) {
-  writing_ = std::move(m);
+  writing_ = std::move(m);  // holds the bytes until OnWriteDone
   write_in_flight_ = true;
-  StartWrite(writing_.get());
+  StartWrite(&writing_.wire());  // the bytes every stream shares
 }
 
 void WatchReactor::TakeFromSubscriptionLocked() {
@@ -176,6 +203,7 @@ void WatchReactor::EndNowLocked() {
   }
   ctx_->AddTrailingMetadata("virtgate-last-sequence", absl::StrCat(last_sent_));
   ctx_->AddTrailingMetadata("virtgate-epoch", hub_->epoch());
+  metrics_->Handled(kWatchLifecycleMethod, "server_stream", ending_->code, absl::ZeroDuration());
   Finish(grpc::Status(ending_->code, message));
 }
 

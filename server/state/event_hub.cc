@@ -132,8 +132,8 @@ uint64_t EventHub::Publish(v1::WatchLifecycleResponse message) {
     absl::MutexLock lock(&mu_);
     sequence = next_sequence_++;
     Stamp(&message, sequence);
-    // One immutable copy, shared by the history and every queue.
-    Message shared = std::make_shared<const v1::WatchLifecycleResponse>(std::move(message));
+    // One immutable copy, serialized once, shared by the history and every queue.
+    Message shared(std::move(message));
     if (shared->has_connection()) {
       outstanding_lost_ =
           shared->connection().state() == v1::ConnectionChange::STATE_LOST ? shared : nullptr;

@@ -9,6 +9,9 @@
 // and the last sequence it took, so it can resume), while every other
 // subscriber and the publisher go on undelayed.
 //
+// Each message is one immutable HubMessage, serialized once at Publish,
+// shared by the history and every queue: the streams write its bytes.
+//
 // Threads: Publish() runs on libvirt's event loop thread (and the reconnect
 // path) and does only cheap work there: it stamps the message once, shares
 // the same immutable copy with every queue, and hands the wake-ups to the
@@ -35,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "server/state/hub_message.h"
 #include "virtgate/v1/hypervisor.pb.h"
 
 namespace virtgate {
@@ -51,7 +55,7 @@ struct WatchFilter {
 
 class EventHub {
  public:
-  using Message = std::shared_ptr<const v1::WatchLifecycleResponse>;
+  using Message = HubMessage;
 
   struct Options {
     size_t history = 10000;       // --event_history

@@ -16,7 +16,7 @@ EventHub::Message InitialStates::Next() {
     if (!snapshot_.current) d->set_stale(true);
   }
   ++next_;
-  return std::make_shared<const v1::WatchLifecycleResponse>(std::move(m));
+  return HubMessage(std::move(m));  // this stream's own: serialized for it alone
 }
 
 }  // namespace virtgate

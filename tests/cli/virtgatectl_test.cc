@@ -376,6 +376,18 @@ TEST_F(VirtgatectlTest, ReflectionDescribesEveryListedService) {
   const google::protobuf::FileDescriptorProto api =
       FileContainingSymbol(server_->target(), "virtgate.v1.Hypervisor");
   EXPECT_EQ(api.package(), "virtgate.v1");
+  // WatchLifecycle is served raw (bytes in, bytes out) but described, like
+  // the rest, with its messages.
+  std::vector<std::string> api_methods;
+  for (const auto& service : api.service()) {
+    for (const auto& method : service.method()) {
+      api_methods.push_back(absl::StrCat(method.name(), "(", method.input_type(), ") ",
+                                         method.server_streaming() ? "stream " : "",
+                                         method.output_type()));
+    }
+  }
+  EXPECT_THAT(api_methods, Contains("WatchLifecycle(.virtgate.v1.WatchLifecycleRequest) stream "
+                                    ".virtgate.v1.WatchLifecycleResponse"));
 }
 
 // --reflection=false leaves reflection out; the API is still served.

@@ -1,5 +1,6 @@
 // The whole gRPC surface of an in-process virtgated on test:///default (a
 // real, in-process libvirt driver), called through the generated stub.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <libvirt/libvirt.h>
 
@@ -542,6 +543,29 @@ TEST_F(HypervisorServiceTest, WatchRejectsBadRequestsAtOnce) {
   initial_and_resume.set_resume_after_sequence(1);
   initial_and_resume.set_resume_epoch("x");
   EXPECT_EQ(RefusedWatch(initial_and_resume).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// The server takes WatchLifecycle's request as bytes and parses it itself
+// (the method is registered raw): bytes that are no WatchLifecycleRequest
+// end the call with INVALID_ARGUMENT and no message.
+TEST_F(HypervisorServiceTest, WatchRejectsARequestThatDoesNotParse) {
+  grpc::GenericStub generic(channel_);
+  grpc::Slice garbage(std::string(11, '\xff'));  // a varint longer than ten bytes
+  grpc::ByteBuffer request(&garbage, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  absl::Notification done;
+  grpc::Status status;
+  // Unary from the client's side: one request, then the status alone.
+  generic.UnaryCall(&ctx, "/virtgate.v1.Hypervisor/WatchLifecycle", grpc::StubOptions(), &request,
+                    &response, [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("does not parse"));
 }
 
 TEST_F(HypervisorServiceTest, FullWorkQueueIsResourceExhaustedAtOnce) {
