@@ -1,8 +1,10 @@
 // virtgated: parses the flags (server_flags.h), runs the server, and shuts it
 // down gracefully on SIGTERM/SIGINT (exit 0).
+#include <malloc.h>
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -21,6 +23,14 @@
 #include "server/server_flags.h"
 
 int main(int argc, char** argv) {
+  // Before any thread: at most 2 malloc arenas unless MALLOC_ARENA_MAX says
+  // otherwise. glibc gives each busy thread an arena (up to 8 per core) and
+  // keeps what is freed there; a worker or gRPC thread that built a
+  // 10,000-domain listing keeps an arena that size. With 10,000 domains, 10
+  // FRESH listings took RSS from 44 to 160 MiB by default, to 77 MiB with 2
+  // arenas (1: 69; jemalloc 130, tcmalloc 117, both from Debian, preloaded;
+  // the heap itself peaked at 37 MiB).
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   // Our own help, by topic, on stdout with exit 0 (absl's lists flags by
   // source file and exits 1). Before the environment is read, so it shows
   // the defaults.
