@@ -2,6 +2,7 @@
 // down gracefully on SIGTERM/SIGINT (exit 0).
 #include <malloc.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -22,15 +23,53 @@
 #include "server/server.h"
 #include "server/server_flags.h"
 
-int main(int argc, char** argv) {
-  // Before any thread: at most 2 malloc arenas unless MALLOC_ARENA_MAX says
-  // otherwise. glibc gives each busy thread an arena (up to 8 per core) and
-  // keeps what is freed there; a worker or gRPC thread that built a
-  // 10,000-domain listing keeps an arena that size. With 10,000 domains, 10
-  // FRESH listings took RSS from 44 to 160 MiB by default, to 77 MiB with 2
-  // arenas (1: 69; jemalloc 130, tcmalloc 117, both from Debian, preloaded;
-  // the heap itself peaked at 37 MiB).
+namespace {
+
+// Before any thread: at most 2 malloc arenas unless MALLOC_ARENA_MAX says
+// otherwise. glibc gives each busy thread an arena (up to 8 per core) and
+// keeps what is freed there; a worker or gRPC thread that built a
+// 10,000-domain listing keeps an arena that size. With 10,000 domains, 10
+// FRESH listings took RSS from 44 to 160 MiB by default, to 77 MiB with 2
+// arenas (1: 69; jemalloc 130, tcmalloc 117, both from Debian, preloaded;
+// the heap itself peaked at 37 MiB).
+void ConfigureMalloc() {
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
+}
+
+// --log_level and --log_format; false (having said why) if either is bad.
+bool ConfigureLogging() {
+  virtgate::LogLevel level;
+  if (!virtgate::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::fprintf(stderr, "virtgated: --log_level must be debug, info, warning or error\n");
+    return false;
+  }
+  virtgate::SetMinLogLevel(level);
+  virtgate::LogFormat format;
+  if (!virtgate::ParseLogFormat(absl::GetFlag(FLAGS_log_format), &format)) {
+    std::fprintf(stderr, "virtgated: --log_format must be text or json\n");
+    return false;
+  }
+  virtgate::SetLogFormat(format);
+  return true;
+}
+
+// Blocks the shutdown signals in every thread (they inherit this mask), to
+// take them synchronously in main with sigwait; ignores SIGPIPE.
+sigset_t ShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A client vanishing mid-write must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+  return signals;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ConfigureMalloc();  // before any thread
   // Our own help, by topic, on stdout with exit 0 (absl's lists flags by
   // source file and exits 1). Before the environment is read, so it shows
   // the defaults.
@@ -54,29 +93,8 @@ int main(int argc, char** argv) {
   // lock order at compile time.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
-  virtgate::LogLevel level;
-  if (!virtgate::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    std::fprintf(stderr, "virtgated: --log_level must be debug, info, warning or error\n");
-    return 2;
-  }
-  virtgate::SetMinLogLevel(level);
-  virtgate::LogFormat format;
-  if (!virtgate::ParseLogFormat(absl::GetFlag(FLAGS_log_format), &format)) {
-    std::fprintf(stderr, "virtgated: --log_format must be text or json\n");
-    return 2;
-  }
-  virtgate::SetLogFormat(format);
-
-  // Block the shutdown signals in every thread (they inherit this mask), and
-  // take them synchronously in main with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // A client vanishing mid-write must not kill the daemon.
-  signal(SIGPIPE, SIG_IGN);
-
+  if (!ConfigureLogging()) return 2;
+  const sigset_t signals = ShutdownSignals();
   absl::StatusOr<virtgate::Server::Options> options = virtgate::OptionsFromFlags();
   if (!options.ok()) {
     std::fprintf(stderr, "virtgated: %s\n", std::string(options.status().message()).c_str());
@@ -101,7 +119,12 @@ int main(int argc, char** argv) {
                     absl::FormatDuration(grace), ")");
   (*server)->Shutdown(grace);
   trimmer.reset();
-  // Not exit handlers under a thread left inside libvirt (OPENSSL_cleanup
-  // would free what it is using).
-  virtgate::ExitAfterShutdown(0);
+  if (virtgate::AnyThreadAbandoned()) {
+    // A thread is still inside libvirt: no destructors, no exit handlers
+    // (OPENSSL_cleanup would free what it is using).
+    std::fflush(nullptr);
+    _exit(0);
+  }
+  server->reset();
+  return 0;
 }

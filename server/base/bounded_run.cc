@@ -1,10 +1,6 @@
 #include "server/base/bounded_run.h"
 
-#include <unistd.h>
-
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -17,11 +13,7 @@ std::atomic<bool> abandoned{false};
 
 void NoteAbandonedThread() { abandoned.store(true); }
 
-void ExitAfterShutdown(int code) {
-  if (!abandoned.load()) std::exit(code);
-  std::fflush(nullptr);
-  _exit(code);
-}
+bool AnyThreadAbandoned() { return abandoned.load(); }
 
 bool RunOrAbandon(std::function<void()> work, absl::Time deadline) {
   auto done = std::make_shared<absl::Notification>();

@@ -16,11 +16,8 @@ bool RunOrAbandon(std::function<void()> work, absl::Time deadline);
 
 // Records that a thread was left running, possibly inside libvirt, which
 // uses process-wide state (OpenSSL, SASL) that exit handlers free. A process
-// that abandoned one must end with _exit, not exit (ExitAfterShutdown).
+// that abandoned one must end with _exit, not exit or a return from main.
 void NoteAbandonedThread();
-
-// Ends the process with `code`: through exit handlers normally (so leak
-// checkers run), with fflush + _exit if a thread was abandoned.
-[[noreturn]] void ExitAfterShutdown(int code);
+bool AnyThreadAbandoned();
 
 }  // namespace virtgate

@@ -2,8 +2,6 @@
 
 #include <malloc.h>
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 #include "server/base/log.h"
 
@@ -30,22 +28,18 @@ size_t MemoryTrimmer::FreeHeld() {
 #endif
 }
 
-bool MemoryTrimmer::TrimIfWorthIt(size_t min_free_bytes, size_t* trimmed_at) {
+bool MemoryTrimmer::TrimIfWorthIt(size_t min_free_bytes) {
 #if defined(__GLIBC__)
-  // Trimmed pages still count as free chunks: trim again only once more
-  // was freed since.
+  // Trimmed pages still count as free chunks, and pages reused and freed
+  // again between two looks would not show: trim whenever enough is free.
+  // With nothing to give back it only walks the 2 arenas' free lists.
   const size_t free = FreeHeld();
-  if (free < min_free_bytes || free < *trimmed_at + (1 << 20)) {
-    *trimmed_at = std::min(*trimmed_at, free);
-    return false;
-  }
+  if (free < min_free_bytes) return false;
   malloc_trim(0);
-  *trimmed_at = free;
-  LogDebug("memory: gave ", free >> 20, " MiB that malloc held free back to the system");
+  LogDebug("memory: gave what malloc held free (", free >> 20, " MiB) back to the system");
   return true;
 #else
   (void)min_free_bytes;
-  (void)trimmed_at;
   return false;
 #endif
 }
@@ -56,13 +50,12 @@ uint64_t MemoryTrimmer::trims() const {
 }
 
 void MemoryTrimmer::Loop() {
-  size_t trimmed_at = 0;
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.interval)) return;
     }
-    if (TrimIfWorthIt(options_.min_free_bytes, &trimmed_at)) {
+    if (TrimIfWorthIt(options_.min_free_bytes)) {
       absl::MutexLock lock(&mu_);
       ++trims_;
     }

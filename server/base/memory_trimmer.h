@@ -6,10 +6,9 @@
 // glibc returns freed memory at the top of the main heap only; what is
 // freed inside it, and in the per-thread arenas gRPC's many threads use,
 // stays resident until malloc_trim. Every `interval` a thread of its own
-// asks mallinfo2 how much is held free and, past `min_free_bytes` (and more
-// than at its last trim), calls malloc_trim(0): milliseconds with 100 MB
-// free; it locks one arena at a time, so a thread allocating meanwhile
-// waits at most for that arena.
+// asks mallinfo2 how much is held free and, past `min_free_bytes`, calls
+// malloc_trim(0): milliseconds with 100 MB free; it locks one arena at a
+// time, so a thread allocating meanwhile waits at most for that arena.
 // Not glibc: does nothing.
 #pragma once
 
@@ -36,10 +35,8 @@ class MemoryTrimmer {
 
   // Bytes malloc holds free now (0 when not glibc).
   static size_t FreeHeld();
-  // Trims if more than `min_free_bytes` is held free and at least 1 MiB
-  // more than `*trimmed_at` (what was free at the last trim, which it
-  // updates); true if it did.
-  static bool TrimIfWorthIt(size_t min_free_bytes, size_t* trimmed_at);
+  // Trims if more than `min_free_bytes` is held free; true if it did.
+  static bool TrimIfWorthIt(size_t min_free_bytes);
 
   uint64_t trims() const;
 

@@ -1,5 +1,6 @@
 #include "server/reads/listing_snapshots.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -31,24 +32,28 @@ void ListingSnapshots::SweepLoop() {
     if (stopping_) return;
     const absl::Time now = absl::Now();
     while (!kept_.empty() && kept_.front().expires <= now) {
-      dropped.push_back(kept_.front().view);
-      DropLocked(kept_.begin());
+      dropped.push_back(DropLocked(kept_.begin()));
     }
   }
 }
 
-void ListingSnapshots::DropLocked(std::list<Kept>::iterator it) {
-  records_ -= it->view->domains.size();
+ListingSnapshots::View ListingSnapshots::DropLocked(std::list<Kept>::iterator it) {
+  View view = std::move(it->view);
+  records_ -= view->domains.size();
   by_id_.erase(it->id);
   kept_.erase(it);
+  return view;
 }
 
 uint64_t ListingSnapshots::Keep(View view) {
+  std::vector<View> dropped;  // freed after the lock (declared before it)
   const absl::Time now = absl::Now();
+  // Room for two listings of the largest size seen, however large.
+  const size_t cap = std::max(options_.max_records, 2 * view->domains.size());
   absl::MutexLock lock(&mu_);
-  while (!kept_.empty() && (kept_.front().expires <= now ||
-                            records_ + view->domains.size() > options_.max_records)) {
-    DropLocked(kept_.begin());
+  while (!kept_.empty() &&
+         (kept_.front().expires <= now || records_ + view->domains.size() > cap)) {
+    dropped.push_back(DropLocked(kept_.begin()));
   }
   uint64_t id = 0;
   while (id == 0 || by_id_.contains(id)) id = absl::Uniform<uint64_t>(rng_);
@@ -59,12 +64,13 @@ uint64_t ListingSnapshots::Keep(View view) {
 }
 
 ListingSnapshots::View ListingSnapshots::Find(uint64_t id) {
+  View expired;  // freed after the lock (declared before it)
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return nullptr;
   if (it->second->expires <= now) {
-    DropLocked(it->second);
+    expired = DropLocked(it->second);
     return nullptr;
   }
   it->second->expires = now + options_.ttl;

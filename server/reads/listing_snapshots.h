@@ -11,7 +11,8 @@
 // facts), so each paged FRESH listing pins a whole generation of records
 // (about 330 bytes each) until its snapshot goes. Bounded: at most
 // `max_records` records held in all (40,000: about 13 MB; four paged
-// listings of 10,000 domains), the least recently used snapshot dropped
+// listings of 10,000 domains; or two of the largest listing, if that is
+// more), the least recently used snapshot dropped
 // first, and each dropped `ttl` after its last use: by a thread of its own
 // (so an idle server lets go of them too) and at every Keep and Find. A page whose snapshot is gone is served from the live cache
 // instead; its response then names its own, later sequence (see
@@ -61,7 +62,9 @@ class ListingSnapshots {
     View view;
     absl::Time expires;
   };
-  void DropLocked(std::list<Kept>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the snapshot; returns its view, for the caller to free after
+  // the lock.
+  View DropLocked(std::list<Kept>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops expired snapshots as they expire, until the destructor.
   void SweepLoop();
 

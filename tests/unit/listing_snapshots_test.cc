@@ -32,8 +32,18 @@ TEST(ListingSnapshotsTest, KeepsAtMostMaxRecordsDroppingTheLeastRecentlyUsed) {
   EXPECT_NE(snapshots.Find(third), nullptr);
 }
 
+TEST(ListingSnapshotsTest, KeepsTwoOfTheLargestListingsWhateverTheCap) {
+  ListingSnapshots snapshots({/*max_records=*/100, absl::Minutes(10)});
+  const uint64_t first = snapshots.Keep(ViewOf(300));
+  const uint64_t second = snapshots.Keep(ViewOf(300));
+  EXPECT_NE(snapshots.Find(first), nullptr);
+  EXPECT_NE(snapshots.Find(second), nullptr);
+  snapshots.Keep(ViewOf(300));
+  EXPECT_EQ(snapshots.records(), 600u);
+}
+
 TEST(ListingSnapshotsTest, LetsGoOfExpiredSnapshotsWhileNothingElseHappens) {
-  ListingSnapshots snapshots({/*max_records=*/1000, absl::Milliseconds(50)});
+  ListingSnapshots snapshots({/*max_records=*/1000, absl::Seconds(1)});
   snapshots.Keep(ViewOf(100));
   snapshots.Keep(ViewOf(100));
   EXPECT_GT(snapshots.records(), 0u);
