@@ -4,7 +4,7 @@
 # against a private test-driver libvirtd and the real virtgated. Figures go to
 # build/bench/virtgate_bench.json and .md (the README's Performance table).
 #
-#   deploy/bench.sh           # the full run: N up to 20,000 (about 10 minutes)
+#   deploy/bench.sh           # the full run: N up to 20,000 (about 5 minutes)
 #   deploy/bench.sh --quick   # small N, seconds (CI runs this)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,8 +14,8 @@
 // listings of 10,000 domains; or two of the largest listing, if that is
 // more), the least recently used snapshot dropped
 // first, and each dropped `ttl` after its last use: by a thread of its own
-// (so an idle server lets go of them too) and at every Keep and Find. A page whose snapshot is gone is served from the live cache
-// instead; its response then names its own, later sequence (see
+// (so an idle server lets go of them too) and at every Keep and Find. A page whose snapshot is gone
+// is served from the live cache instead; its response then names its own, later sequence (see
 // ListDomainsResponse). The cap was 1,000,000 records: 330 MB held after a
 // minute of paged listings of 10,000 domains (deploy/bench.sh).
 //

@@ -8,8 +8,7 @@
 namespace virtgate::bench {
 
 absl::StatusOr<int> ListThroughVirtgate(v1::Hypervisor::Stub* stub, int page_size,
-                                        v1::ReadConsistency consistency,
-                                        absl::Duration timeout) {
+                                        v1::ReadConsistency consistency, absl::Duration timeout) {
   v1::ListDomainsRequest request;
   request.set_page_size(page_size);
   request.set_consistency(consistency);
@@ -25,7 +24,8 @@ absl::StatusOr<int> ListThroughVirtgate(v1::Hypervisor::Stub* stub, int page_siz
     }
     for (const v1::Domain& d : response.domains()) {
       if (d.uuid().empty() || d.name().empty() || d.state() == v1::DOMAIN_STATE_UNSPECIFIED) {
-        return absl::DataLossError(absl::StrCat("an incomplete Domain record: ", d.ShortDebugString()));
+        return absl::DataLossError(
+            absl::StrCat("an incomplete Domain record: ", d.ShortDebugString()));
       }
     }
     got += response.domains_size();

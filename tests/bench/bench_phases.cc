@@ -19,13 +19,16 @@ namespace {
 
 using testing::Percentile;
 
+// Who lists: virtgated, or this process straight from libvirt.
+enum Reader { kThroughVirtgate, kDirect };
+
 std::string Count(int n) { return FormatFigure(n); }
 
 // Times `once` at the rig's size; a row with p50/p99 (and x_floor when a
 // floor is given). Returns p50, or -1 when the result was wrong.
-double TimeCase(BenchRig* rig, const BenchPlan& plan, BenchReport* report,
-                const std::string& name, const std::function<absl::StatusOr<int>()>& once,
-                double floor_p50, int max_runs, bool direct = false) {
+double TimeCase(BenchRig* rig, const BenchPlan& plan, BenchReport* report, const std::string& name,
+                const std::function<absl::StatusOr<int>()>& once, double floor_p50, int max_runs,
+                Reader reader = kThroughVirtgate) {
   // One untimed run: the test driver's per-domain facts are read once.
   (void)once();
   const size_t trace = rig->server()->RpcTraceOffset();
@@ -33,10 +36,13 @@ double TimeCase(BenchRig* rig, const BenchPlan& plan, BenchReport* report,
       TimeRuns(once, rig->domains(), plan.min_runs, max_runs, plan.per_case);
   const int calls = testing::TotalCalls(rig->server()->RemoteCallsSince(trace));
   const std::string row = absl::StrCat(name, ", N=", Count(rig->domains()));
-  if (!ms.ok() && direct && absl::StrContains(ms.status().message(), "16384")) {
+  if (!ms.ok() && reader == kDirect && absl::StrContains(ms.status().message(), "16384")) {
     // libvirt's remote protocol returns at most 16,384 domains per call.
-    report->Add({"Listing latency", row, {}, "fails: libvirt's remote protocol returns at most "
-                                             "16,384 domains per call"});
+    report->Add({"Listing latency",
+                 row,
+                 {},
+                 "fails: libvirt's remote protocol returns at most "
+                 "16,384 domains per call"});
     return -1;
   }
   if (!ms.ok()) {
@@ -61,8 +67,8 @@ struct Concurrent {
 // `clients` threads each running `once(i)` for `time`; every run must list
 // `want` domains.
 Concurrent RunConcurrent(int clients, absl::Duration time, int want,
-                         const std::function<absl::StatusOr<int>(int)>& once,
-                         BenchReport* report, const std::string& what) {
+                         const std::function<absl::StatusOr<int>(int)>& once, BenchReport* report,
+                         const std::string& what) {
   absl::Mutex mu;
   std::vector<double> ms;
   std::string wrong;
@@ -75,8 +81,9 @@ Concurrent RunConcurrent(int clients, absl::Duration time, int want,
       while (std::chrono::steady_clock::now() < end) {
         const auto t0 = std::chrono::steady_clock::now();
         absl::StatusOr<int> got = once(i);
-        mine.push_back(std::chrono::duration<double, std::milli>(
-                           std::chrono::steady_clock::now() - t0).count());
+        mine.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
         if (!got.ok() || *got != want) {
           absl::MutexLock lock(&mu);
           wrong = got.ok() ? absl::StrCat("listed ", *got, " of ", want) : got.status().ToString();
@@ -114,39 +121,43 @@ BenchPlan BenchPlan::Quick() {
   p.sustained_time = absl::Milliseconds(300);
   p.storm_size = 1000;
   p.storm_watchers = 50;
+  p.memory_settle = absl::ZeroDuration();
   return p;
 }
 
 void MeasureListing(BenchRig* rig, const BenchPlan& plan, BenchReport* report) {
   const int n = rig->domains();
   virConnectPtr direct = rig->admin();
-  const double floor = TimeCase(rig, plan, report, "floor: ListAllDomains + GetAllDomainStats",
-                                [&] { return ListAllWithStats(direct); }, 0, plan.max_runs, true);
-  TimeCase(rig, plan, report, "floor: GetAllDomainStats alone",
-           [&] { return GetAllStats(direct); }, floor, plan.max_runs, true);
+  const double floor = TimeCase(
+      rig, plan, report, "floor: ListAllDomains + GetAllDomainStats",
+      [&] { return ListAllWithStats(direct); }, 0, plan.max_runs, kDirect);
+  TimeCase(
+      rig, plan, report, "floor: GetAllDomainStats alone", [&] { return GetAllStats(direct); },
+      floor, plan.max_runs, kDirect);
   if (n <= plan.per_domain_info_max) {
-    TimeCase(rig, plan, report, "naive: ListAllDomains + virDomainGetInfo each",
-             [&] { return PerDomainInfo(direct); }, floor, std::min(plan.max_runs, 20), true);
+    TimeCase(
+        rig, plan, report, "naive: ListAllDomains + virDomainGetInfo each",
+        [&] { return PerDomainInfo(direct); }, floor, std::min(plan.max_runs, 20), kDirect);
   }
-  auto stub = std::move(Stubs(rig->target(), 1, true)[0]);
+  auto stub = std::move(Stubs(rig->target(), 1, kOwnConnections)[0]);
   auto through = [&](int page, v1::ReadConsistency c) {
     return [&stub, page, c] { return ListThroughVirtgate(stub.get(), page, c); };
   };
-  const double fresh = TimeCase(rig, plan, report, "virtgate FRESH, pages of 5,000",
-                                through(kLargestPage, v1::READ_CONSISTENCY_FRESH), floor,
-                                plan.max_runs);
+  const double fresh =
+      TimeCase(rig, plan, report, "virtgate FRESH, pages of 5,000",
+               through(kLargestPage, v1::READ_CONSISTENCY_FRESH), floor, plan.max_runs);
   TimeCase(rig, plan, report, "virtgate FRESH, default pages (500)",
            through(0, v1::READ_CONSISTENCY_FRESH), floor, plan.max_runs);
-  const double cached = TimeCase(rig, plan, report, "virtgate CACHED, pages of 5,000",
-                                 through(kLargestPage, v1::READ_CONSISTENCY_CACHED), floor,
-                                 plan.max_runs);
+  const double cached =
+      TimeCase(rig, plan, report, "virtgate CACHED, pages of 5,000",
+               through(kLargestPage, v1::READ_CONSISTENCY_CACHED), floor, plan.max_runs);
   if (floor > 0 && fresh > 0) {
     report->Target({absl::StrCat("FRESH listing p50 / floor, N=", Count(n)), fresh / floor, 1.2,
-                    false, "×"});
+                    BenchTarget::kAtMost, "×"});
   }
   if (floor > 0 && cached > 0 && n >= 1000) {
-    report->Target({absl::StrCat("CACHED listing p50 / floor, N=", Count(n)), cached / floor,
-                    0.25, false, "×"});
+    report->Target({absl::StrCat("CACHED listing p50 / floor, N=", Count(n)), cached / floor, 0.25,
+                    BenchTarget::kAtMost, "×"});
   }
 }
 
@@ -155,8 +166,10 @@ void MeasureThroughput(BenchRig* rig, const BenchPlan& plan, BenchReport* report
   for (const int clients : plan.clients) {
     const std::string suffix = absl::StrCat(", ", clients, " client(s), N=", Count(n));
     auto add = [&](const std::string& name, const Concurrent& c) {
-      report->Add({"Listing throughput", absl::StrCat(name, suffix),
-                   {{"per_s", c.per_s}, {"p99_ms", c.p99_ms}}, ""});
+      report->Add({"Listing throughput",
+                   absl::StrCat(name, suffix),
+                   {{"per_s", c.per_s}, {"p99_ms", c.p99_ms}},
+                   ""});
     };
     ConnectHandle shared = rig->Connect();
     const Concurrent one = RunConcurrent(
@@ -169,7 +182,7 @@ void MeasureThroughput(BenchRig* rig, const BenchPlan& plan, BenchReport* report
         clients, plan.throughput_time, n, [&](int i) { return ListAllWithStats(own[i].get()); },
         report, "floor, a connection each");
     add("floor, a connection per client", each);
-    auto stubs = Stubs(rig->target(), clients, true);
+    auto stubs = Stubs(rig->target(), clients, kOwnConnections);
     for (const auto c : {v1::READ_CONSISTENCY_FRESH, v1::READ_CONSISTENCY_CACHED}) {
       const std::string name = c == v1::READ_CONSISTENCY_FRESH ? "FRESH" : "CACHED";
       const Concurrent v = RunConcurrent(
@@ -180,7 +193,7 @@ void MeasureThroughput(BenchRig* rig, const BenchPlan& plan, BenchReport* report
       const double best = std::max(one.per_s, each.per_s);
       if (c == v1::READ_CONSISTENCY_FRESH && clients == plan.clients.back() && best > 0) {
         report->Target({absl::StrCat("FRESH listings/s / floor's best, ", clients, " clients"),
-                        v.per_s / best, 1.0, true, "×"});
+                        v.per_s / best, 1.0, BenchTarget::kAtLeast, "×"});
       }
     }
   }
@@ -197,12 +210,12 @@ void MeasureStall(BenchRig* rig, const BenchPlan& plan, BenchReport* report) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (status.find("SERVING") == std::string::npos) not_serving = status;
   }
-  auto stub = std::move(Stubs(rig->target(), 1, true)[0]);
+  auto stub = std::move(Stubs(rig->target(), 1, kOwnConnections)[0]);
   std::vector<double> overshoot_ms;
   for (int i = 0; i < 3; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<int> got = ListThroughVirtgate(stub.get(), kLargestPage,
-                                                  v1::READ_CONSISTENCY_FRESH, absl::Seconds(1));
+    absl::StatusOr<int> got =
+        ListThroughVirtgate(stub.get(), kLargestPage, v1::READ_CONSISTENCY_FRESH, absl::Seconds(1));
     overshoot_ms.push_back(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() -
         1000);
@@ -210,10 +223,12 @@ void MeasureStall(BenchRig* rig, const BenchPlan& plan, BenchReport* report) {
   }
   rig->daemon()->Resume();
   if (!not_serving.empty()) report->Wrong(absl::StrCat("health under a stall: ", not_serving));
-  report->Add({"Stall isolation (libvirtd SIGSTOPped)", "health check (Check)",
+  report->Add({"Stall isolation (libvirtd SIGSTOPped)",
+               "health check (Check)",
                {{"p50_ms", Percentile(health_ms, 0.5)}, {"p99_ms", Percentile(health_ms, 0.99)}},
                "answered every time, SERVING or NOT_SERVING"});
-  report->Add({"Stall isolation (libvirtd SIGSTOPped)", "FRESH listing, 1 s deadline",
+  report->Add({"Stall isolation (libvirtd SIGSTOPped)",
+               "FRESH listing, 1 s deadline",
                {{"p50_ms", Percentile(overshoot_ms, 0.5)}, {"p99_ms", Percentile(overshoot_ms, 1)}},
                "time past the deadline (negative: failed before it)"});
   // Back to serving before anything else runs.
@@ -225,7 +240,8 @@ void MeasureStall(BenchRig* rig, const BenchPlan& plan, BenchReport* report) {
 
 void MeasureMemory(BenchRig* rig, const std::string& what, BenchReport* report) {
   const BenchRig::Memory m = rig->ServerMemory();
-  report->Add({"Memory (virtgated)", what,
+  report->Add({"Memory (virtgated)",
+               what,
                {{"rss_mb", m.rss_mb}, {"peak_mb", m.peak_mb}, {"threads", double(m.threads)}},
                ""});
 }

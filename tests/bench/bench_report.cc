@@ -1,8 +1,11 @@
 #include "tests/bench/bench_report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,9 +18,15 @@ std::string JsonString(const std::string& s) {
   std::string out = "\"";
   for (const char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += absl::StrFormat("\\u%04x", c);
@@ -75,9 +84,11 @@ std::string SectionTable(const std::vector<BenchRow>& rows, const std::string& s
 std::string FormatFigure(double value) {
   if (!std::isfinite(value)) return "n/a";
   const double magnitude = std::fabs(value);
-  std::string digits = absl::StrFormat(
-      magnitude >= 100 || value == std::floor(value) ? "%.0f" : magnitude >= 10 ? "%.1f" : magnitude >= 1 ? "%.2f" : "%.3f",
-      value);
+  std::string digits = absl::StrFormat(magnitude >= 100 || value == std::floor(value) ? "%.0f"
+                                       : magnitude >= 10                              ? "%.1f"
+                                       : magnitude >= 1                               ? "%.2f"
+                                                                                      : "%.3f",
+                                       value);
   // Thousands separators on the integer part.
   const size_t dot = digits.find('.');
   const size_t end = dot == std::string::npos ? digits.size() : dot;
@@ -93,7 +104,8 @@ void BenchReport::Wrong(std::string why) {
 
 std::string BenchReport::Json() const {
   std::vector<std::string> context;
-  for (const auto& [k, v] : context_) context.push_back(absl::StrCat(JsonString(k), ": ", JsonString(v)));
+  for (const auto& [k, v] : context_)
+    context.push_back(absl::StrCat(JsonString(k), ": ", JsonString(v)));
   std::vector<std::string> rows;
   for (const BenchRow& r : rows_) {
     std::vector<std::string> figures;
@@ -107,11 +119,11 @@ std::string BenchReport::Json() const {
   }
   std::vector<std::string> targets;
   for (const BenchTarget& t : targets_) {
-    targets.push_back(absl::StrCat("    {\"target\": ", JsonString(t.what), ", \"value\": ",
-                                   JsonNumber(t.value), ", \"limit\": ", JsonNumber(t.limit),
-                                   ", \"at_least\": ", t.at_least ? "true" : "false",
-                                   ", \"unit\": ", JsonString(t.unit),
-                                   ", \"met\": ", t.met() ? "true" : "false", "}"));
+    targets.push_back(absl::StrCat(
+        "    {\"target\": ", JsonString(t.what), ", \"value\": ", JsonNumber(t.value),
+        ", \"limit\": ", JsonNumber(t.limit),
+        ", \"at_least\": ", t.bound == BenchTarget::kAtLeast ? "true" : "false",
+        ", \"unit\": ", JsonString(t.unit), ", \"met\": ", t.met() ? "true" : "false", "}"));
   }
   std::vector<std::string> wrong;
   for (const std::string& w : wrong_) wrong.push_back(JsonString(w));
@@ -130,8 +142,8 @@ std::string BenchReport::Markdown() const {
     out += "### Targets\n\n| target | measured | limit | met |\n|---|---:|---:|---|\n";
     for (const BenchTarget& t : targets_) {
       out += absl::StrCat("| ", t.what, " | ", FormatFigure(t.value), " ", t.unit, " | ",
-                          t.at_least ? "≥ " : "≤ ", FormatFigure(t.limit), " ", t.unit, " | ",
-                          t.met() ? "yes" : "**no**", " |\n");
+                          t.bound == BenchTarget::kAtLeast ? "≥ " : "≤ ", FormatFigure(t.limit),
+                          " ", t.unit, " | ", t.met() ? "yes" : "**no**", " |\n");
     }
     out += "\n";
   }
@@ -140,6 +152,9 @@ std::string BenchReport::Markdown() const {
 }
 
 absl::Status BenchReport::WriteTo(const std::string& dir) const {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", error.message()));
   for (const auto& [name, text] :
        {std::pair<std::string, std::string>{"virtgate_bench.json", Json()},
         std::pair<std::string, std::string>{"virtgate_bench.md", Markdown()}}) {

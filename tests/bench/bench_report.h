@@ -21,14 +21,16 @@ struct BenchRow {
   std::string note;  // shown in the table's last column
 };
 
-// A target the run is held to: met when value <= limit (or >= with at_least).
+// A target the run is held to: met when value <= limit (kAtMost) or
+// value >= limit (kAtLeast).
 struct BenchTarget {
+  enum Bound { kAtMost, kAtLeast };
   std::string what;
   double value = 0;
   double limit = 0;
-  bool at_least = false;
+  Bound bound = kAtMost;
   std::string unit;
-  bool met() const { return at_least ? value >= limit : value <= limit; }
+  bool met() const { return bound == kAtLeast ? value >= limit : value <= limit; }
 };
 
 class BenchReport {

@@ -55,7 +55,7 @@ absl::Status BenchRig::GrowTo(int count) {
     domains_ = count;
   }
   // virtgated's cache learns of them through events.
-  auto stubs = Stubs(target_, 1, true);
+  auto stubs = Stubs(target_, 1, kOwnConnections);
   absl::StatusOr<int> listed;
   if (!testing::WaitFor(
           [&] {
@@ -64,8 +64,8 @@ absl::Status BenchRig::GrowTo(int count) {
           },
           absl::Minutes(5))) {
     return absl::DeadlineExceededError(absl::StrCat(
-        "virtgated's cache did not reach ", count, " domains: ",
-        listed.ok() ? absl::StrCat(*listed) : listed.status().ToString()));
+        "virtgated's cache did not reach ", count,
+        " domains: ", listed.ok() ? absl::StrCat(*listed) : listed.status().ToString()));
   }
   return absl::OkStatus();
 }

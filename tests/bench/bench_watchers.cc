@@ -1,5 +1,7 @@
 #include "tests/bench/bench_watchers.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace virtgate::bench {
@@ -19,14 +21,6 @@ bool WatchBoard::WaitArmed(absl::Time deadline) {
 bool WatchBoard::WaitSynced(int watchers, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return synced_ >= watchers; };
-  return mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
-}
-
-bool WatchBoard::WaitThrough(int watchers, uint64_t sequence, absl::Time deadline) {
-  absl::MutexLock lock(&mu_);
-  auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return through_ == sequence && reached_ >= watchers;
-  };
   return mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
 }
 
@@ -76,19 +70,10 @@ void WatchBoard::OnSynced(uint64_t) {
   last_synced_ = std::max(last_synced_, now);
 }
 
-void WatchBoard::OnReached(uint64_t sequence) {
-  absl::MutexLock lock(&mu_);
-  if (sequence > through_) {  // a new mark: count again
-    through_ = sequence;
-    reached_ = 0;
-  }
-  if (sequence == through_) ++reached_;
-}
-
 void WatchBoard::OnEnded(const grpc::Status& status) {
   absl::MutexLock lock(&mu_);
-  problems_.push_back(absl::StrCat("a watch ended early: ", status.error_code(), " ",
-                                   status.error_message()));
+  problems_.push_back(
+      absl::StrCat("a watch ended early: ", status.error_code(), " ", status.error_message()));
 }
 
 BenchWatcher::BenchWatcher(v1::Hypervisor::Stub* stub, const v1::WatchLifecycleRequest& request,
@@ -105,7 +90,6 @@ void BenchWatcher::OnReadDone(bool ok) {
     case v1::WatchLifecycleResponse::kEvent:
       board_->OnEvent(message_.sequence(), last_sequence_);
       last_sequence_ = message_.sequence();
-      board_->OnReached(last_sequence_);
       break;
     case v1::WatchLifecycleResponse::kInitial:
       board_->OnInitial();
@@ -134,14 +118,14 @@ void BenchWatcher::Stop() {
 }
 
 std::vector<std::unique_ptr<v1::Hypervisor::Stub>> Stubs(const std::string& target, int count,
-                                                         bool own_connections) {
+                                                         Connections connections) {
   std::vector<std::unique_ptr<v1::Hypervisor::Stub>> out;
   std::shared_ptr<grpc::Channel> shared;
   for (int i = 0; i < count; ++i) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 * 1024 * 1024);
-    if (own_connections || !shared) {
+    if (connections == kOwnConnections || !shared) {
       shared = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
     }
     out.push_back(v1::Hypervisor::NewStub(shared));

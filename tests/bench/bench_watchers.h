@@ -26,21 +26,17 @@ class WatchBoard {
   bool WaitArmed(absl::Time deadline);
   // Waits until `watchers` streams have said synced; false at the deadline.
   bool WaitSynced(int watchers, absl::Time deadline);
-  // Waits until every one of `watchers` received an event with sequence >=
-  // `sequence`.
-  bool WaitThrough(int watchers, uint64_t sequence, absl::Time deadline);
 
   std::vector<double> latencies_us() const;
   absl::Time last_synced() const;
-  int64_t events() const;     // event payloads received, all watchers
-  int64_t initials() const;   // initial payloads received, all watchers
+  int64_t events() const;                     // event payloads received, all watchers
+  int64_t initials() const;                   // initial payloads received, all watchers
   std::vector<std::string> problems() const;  // gaps, early ends
 
   // Called by the watchers.
   void OnEvent(uint64_t sequence, uint64_t previous);
   void OnInitial();
   void OnSynced(uint64_t sequence);
-  void OnReached(uint64_t sequence);
   void OnEnded(const grpc::Status& status);
 
  private:
@@ -52,9 +48,6 @@ class WatchBoard {
   absl::Time last_synced_ ABSL_GUARDED_BY(mu_);
   int64_t events_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t initials_ ABSL_GUARDED_BY(mu_) = 0;
-  // Watchers whose last event reached `through_` (reset by WaitThrough).
-  uint64_t through_ ABSL_GUARDED_BY(mu_) = 0;
-  int reached_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> problems_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -78,10 +71,12 @@ class BenchWatcher final : public grpc::ClientReadReactor<v1::WatchLifecycleResp
   absl::Notification done_;
 };
 
-// `count` channels to `target`, each on a TCP connection of its own (a
-// local subchannel pool; gRPC would otherwise share one connection among
-// channels with the same target and arguments), or one channel for all.
+enum Connections { kOwnConnections, kOneConnection };
+
+// `count` stubs for `target`: each on a channel and TCP connection of its
+// own (a local subchannel pool; gRPC would otherwise share one connection
+// among channels with the same target and arguments), or all on one.
 std::vector<std::unique_ptr<v1::Hypervisor::Stub>> Stubs(const std::string& target, int count,
-                                                         bool own_connections);
+                                                         Connections connections);
 
 }  // namespace virtgate::bench
