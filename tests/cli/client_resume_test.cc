@@ -251,15 +251,22 @@ TEST_F(ClientResumeServerTest, ResumesAfterADroppedConnection) {
   (*proxy)->Refuse(true);
   (*proxy)->DropAll();
   const size_t retries = Retries(delivered).size();
+  const uint64_t before = LastSequence();
   for (int i = 0; i < 10; ++i) Define(absl::StrCat("during-", i), true);
-  const uint64_t during = LastSequence();
+  // Events reach the server after the calls return: wait until all 20
+  // (defined, undefined) are published while the client is cut off.
+  uint64_t during = 0;
+  ASSERT_TRUE(testing::WaitFor([&] { return (during = LastSequence()) >= before + 20; }, kWait))
+      << "published up to " << during << ", want " << before + 20;
   // The client has noticed, and failed to get back in, at least once.
   ASSERT_TRUE(delivered.WaitUntil(
       [&](const Recorder::State& s) { return s.retries.size() >= retries + 2; }, kWait));
   (*proxy)->Refuse(false);
   Define("after");
-  ASSERT_TRUE(delivered.WaitForSequence(LastSequence(), kWait))
-      << "delivered up to " << Sequences(delivered).back() << " of " << LastSequence();
+  uint64_t after = 0;
+  ASSERT_TRUE(testing::WaitFor([&] { return (after = LastSequence()) > during; }, kWait));
+  ASSERT_TRUE(delivered.WaitForSequence(after, kWait))
+      << "delivered up to " << Sequences(delivered).back() << " of " << after;
 
   const std::vector<v1::WatchLifecycleResponse> ms = Messages(delivered);
   ExpectConsecutive(ms);
