@@ -34,9 +34,13 @@ bool MemoryTrimmer::TrimIfWorthIt(size_t min_free_bytes) {
   // again between two looks would not show: trim whenever enough is free.
   // With nothing to give back it only walks the 2 arenas' free lists.
   const size_t free = FreeHeld();
-  if (free < min_free_bytes) return false;
+  if (free < min_free_bytes) {
+    LogDebug("memory trimmer: ", free >> 20, " MiB held free, under the threshold");
+    return false;
+  }
   malloc_trim(0);
-  LogDebug("memory: gave what malloc held free (", free >> 20, " MiB) back to the system");
+  LogDebug("memory trimmer: gave what malloc held free (", free >> 20,
+           " MiB) back to the system");
   return true;
 #else
   (void)min_free_bytes;

@@ -9,7 +9,8 @@
 // asks mallinfo2 how much is held free and, past `min_free_bytes`, calls
 // malloc_trim(0): milliseconds with 100 MB free; it locks one arena at a
 // time, so a thread allocating meanwhile waits at most for that arena.
-// Not glibc: does nothing.
+// Each look is logged at debug level ("memory trimmer: ..."). Not glibc:
+// does nothing.
 #pragma once
 
 #include <cstddef>

@@ -244,9 +244,11 @@ void MeasureEvents(BenchRig* rig, const BenchPlan& plan, BenchReport* report) {
 void MeasureStorm(BenchRig* rig, const BenchPlan& plan, BenchReport* report) {
   const int n = rig->domains(), watchers = plan.storm_watchers;
   // Idle watchers first: what each one costs, with nothing to send. Each
-  // reading waits for virtgated's memory trimmer (every 10 s), so both are
-  // taken after a trim.
-  absl::SleepFor(plan.memory_settle);  // waiting out a period, not a sync
+  // reading waits for virtgated's memory trimmer (every 10 s) to look once
+  // more, so both are taken after a trim.
+  if (plan.memory_after_trim && !rig->WaitForTrimmerPass()) {
+    report->Wrong("virtgated's memory trimmer did not run");
+  }
   MeasureMemory(rig, absl::StrCat("N=", FormatFigure(n), ", no watchers"), report);
   const double rss_before = rig->ServerMemory().rss_mb;
   auto stubs = Stubs(rig->target(), watchers, kOwnConnections);
@@ -254,7 +256,9 @@ void MeasureStorm(BenchRig* rig, const BenchPlan& plan, BenchReport* report) {
     WatchBoard idle;
     auto open = OpenWatchers(stubs, watchers, v1::WatchLifecycleRequest(), &idle);
     if (!WaitForStreams(rig, watchers)) report->Wrong("idle watchers did not open");
-    absl::SleepFor(plan.memory_settle);
+    if (plan.memory_after_trim && !rig->WaitForTrimmerPass()) {
+      report->Wrong("virtgated's memory trimmer did not run");
+    }
     const std::string what = absl::StrCat("N=", FormatFigure(n), ", ", watchers, " idle watchers");
     MeasureMemory(rig, what, report);
     const BenchRig::Memory m = rig->ServerMemory();

@@ -121,7 +121,7 @@ BenchPlan BenchPlan::Quick() {
   p.sustained_time = absl::Milliseconds(300);
   p.storm_size = 1000;
   p.storm_watchers = 50;
-  p.memory_settle = absl::ZeroDuration();
+  p.memory_after_trim = false;
   return p;
 }
 

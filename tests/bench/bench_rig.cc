@@ -33,7 +33,9 @@ absl::StatusOr<std::unique_ptr<BenchRig>> BenchRig::Start() {
   config.trace_libvirt_rpc = true;
   config.stop_grace = absl::Seconds(10);
   // Room for the storm's and the fan-out's watchers, all from one address.
-  config.extra_flags = {"--max_watches=20000", "--max_watches_per_peer=20000"};
+  // Debug logs: the memory trimmer says when it looked (WaitForTrimmerPass).
+  config.extra_flags = {"--max_watches=20000", "--max_watches_per_peer=20000",
+                        "--log_level=debug"};
   absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
       testing::ServerProcess::Start(std::move(config));
   if (!server.ok()) return server.status();
@@ -84,6 +86,20 @@ BenchRig::Memory BenchRig::ServerMemory() const {
     if (f[0] == "Threads:") m.threads = static_cast<int>(v);
   }
   return m;
+}
+
+bool BenchRig::WaitForTrimmerPass() const {
+  auto passes = [&] {
+    const std::string log = server_->Log();
+    size_t n = 0;
+    for (size_t at = log.find("memory trimmer:"); at != std::string::npos;
+         at = log.find("memory trimmer:", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const size_t before = passes();
+  return testing::WaitFor([&] { return passes() > before; }, absl::Minutes(1));
 }
 
 absl::StatusOr<std::vector<double>> TimeRuns(const std::function<absl::StatusOr<int>()>& once,

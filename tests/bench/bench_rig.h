@@ -45,6 +45,9 @@ class BenchRig {
     int threads = 0;
   };
   Memory ServerMemory() const;
+  // Waits until virtgated's memory trimmer has looked once more (its
+  // "memory trimmer:" debug line); false if not within a minute.
+  bool WaitForTrimmerPass() const;
 
  private:
   BenchRig() = default;
